@@ -1,0 +1,42 @@
+# endofed: two commands for a fresh machine.
+#   make demo   runs the main job (for now: the site data layer on a generated example site)
+#   make test   lint + format check + the test suite
+# Both create .venv and install everything on first use.
+#
+# TORCH picks the PyTorch build installed before the rest. The default, torch==2.13.0, is a CPU wheel on
+# our CI machines (served from local disk). On a GPU host use e.g. `make test TORCH="torch==2.11.*"`
+# with the CUDA build your driver supports; any torch in >=2.11,<2.14 works.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.endofed-installed
+export FLWR_TELEMETRY_ENABLED := 0
+export FLWR_DISABLE_UPDATE_CHECK := 1
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH)"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	rm -rf runs/demo
+	$(BIN)/endofed data example --out runs/demo/site_example --subjects 12
+	$(BIN)/endofed data check --site runs/demo/site_example/site.yaml --config configs/tiny.yaml
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/data_throughput.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Command-line entry points (thin: parse, load config, call one library function, return an exit code)."""

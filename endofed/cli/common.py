@@ -1,0 +1,70 @@
+"""Shared CLI plumbing: one-line errors instead of tracebacks, logging, Flower environment defaults."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from rich.console import Console
+
+from endofed.errors import EndofedError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# Flower phones home and checks for updates unless told not to; hospitals are often offline.
+FLOWER_ENV_DEFAULTS = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def set_flower_env_defaults() -> None:
+    """Turn Flower telemetry and update checks off unless the user set them explicitly."""
+    for key, value in FLOWER_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--set`` options shared by the commands that read an experiment config."""
+    parser.add_argument(
+        "--config",
+        metavar="YAML",
+        help="experiment config (default: built-in defaults, e.g. configs/tiny.yaml)",
+    )
+    parser.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="override one config value, e.g. --set data.roi_size=[96,96,32] (repeatable)",
+    )
+
+
+def run_command(func: Callable[[], int], verbose: bool = False) -> int:
+    """Run a command; turn user errors into one clear line on stderr and a non-zero exit code."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return func()
+    except EndofedError as exc:
+        print(f"endofed: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("endofed: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def not_yet_available(command: str, issue: str) -> Callable[[list[str] | None], int]:
+    """Entry point for a command whose implementation has not landed yet: says so, exits 2."""
+
+    def main(argv: list[str] | None = None) -> int:
+        parser = argparse.ArgumentParser(prog=command, description=f"{command}: {issue} (not yet available)")
+        parser.parse_known_args(argv)
+        print(f"{command}: not yet available in this version of endofed ({issue}).", file=sys.stderr)
+        return EXIT_USAGE
+
+    return main

@@ -1,0 +1,434 @@
+"""The one typed configuration of endofed: frozen dataclasses, loaded from YAML in one place.
+
+Two kinds of file exist:
+
+* an **experiment config** (``configs/tiny.yaml``, ``configs/default.yaml``): how every site preprocesses,
+  which model is trained and how. It must be identical at every site of a federation.
+* a **site config** (``configs/sites/*.yaml``): where one hospital's data, work dir and credentials are.
+
+Both are parsed by the same strict builder: unknown keys are refused with a did-you-mean, every value is
+type-checked, and each dataclass validates its own ranges in ``__post_init__`` with a message naming the
+bad value. Defaults are reasoned fills (the seed paper's exact settings are not public).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from endofed.errors import ConfigError
+
+T = TypeVar("T")
+
+MASK_MODES = ("shared", "independent", "modality_drop")
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "trimmed_mean")
+INTERPOLATIONS = ("linear", "bspline", "nearest")
+SPLITS = ("train", "val", "test")
+
+
+def _require(ok: bool, message: str) -> None:
+    """Raise ``ConfigError(message)`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(message)
+
+
+def _positive(name: str, values: Sequence[float] | float) -> None:
+    """Require every value to be > 0."""
+    items = values if isinstance(values, Sequence) else (values,)
+    _require(all(v > 0 for v in items), f"{name} must be > 0, got {values!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Preprocessing shared by every site (changing it invalidates the cache)."""
+
+    target_spacing: tuple[float, float, float] = (1.0, 1.0, 3.0)  # mm (R, A, S); pelvic MRI is anisotropic
+    roi_size: tuple[int, int, int] = (128, 128, 32)  # voxels after crop/pad, centred on the T2 field of view
+    interpolation: str = "linear"  # image resampling: linear | bspline | nearest
+    norm_percentiles: tuple[float, float] = (0.5, 99.5)  # robust intensity range per channel -> [0, 1]
+    norm_clip: bool = True  # clip normalised intensities to [0, 1]
+    allow_missing_modality: bool = False  # accept cases with only T1 or only T2 (channel zero, mask zero)
+    min_overlap_fraction: float = 0.05  # T1 must cover at least this fraction of the T2 grid (world coords)
+    cache_dtype: str = "float32"  # dtype of cached volumes: float32 | float16
+
+    def __post_init__(self) -> None:
+        _require(len(self.target_spacing) == 3, f"data.target_spacing needs 3 values, got {self.target_spacing!r}")
+        _positive("data.target_spacing", self.target_spacing)
+        _require(len(self.roi_size) == 3, f"data.roi_size needs 3 values, got {self.roi_size!r}")
+        _positive("data.roi_size", self.roi_size)
+        _require(
+            self.interpolation in INTERPOLATIONS,
+            f"data.interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}",
+        )
+        lo, hi = self.norm_percentiles
+        _require(0 <= lo < hi <= 100, f"data.norm_percentiles must satisfy 0 <= lo < hi <= 100, got {(lo, hi)!r}")
+        _require(
+            0 <= self.min_overlap_fraction <= 1,
+            f"data.min_overlap_fraction must be in [0, 1], got {self.min_overlap_fraction!r}",
+        )
+        _require(
+            self.cache_dtype in ("float32", "float16"),
+            f"data.cache_dtype must be float32 or float16, got {self.cache_dtype!r}",
+        )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """ViT3D encoder (federated), MAE decoder and classification head (both stay at the site)."""
+
+    patch_size: tuple[int, int, int] = (
+        16,
+        16,
+        4,
+    )  # voxels per token; 128x128x32 -> 8x8x8 tokens per modality
+    embed_dim: int = 768  # encoder width
+    depth: int = 12  # encoder blocks
+    num_heads: int = 12  # encoder attention heads
+    mlp_ratio: float = 4.0  # MLP hidden width / embed_dim
+    decoder_dim: int = 384  # MAE decoder width
+    decoder_depth: int = 4  # MAE decoder blocks
+    decoder_heads: int = 12  # MAE decoder attention heads
+    num_classes: int = 2  # classification head outputs
+    drop_path: float = 0.1  # stochastic depth rate (fine-tuning)
+
+    def __post_init__(self) -> None:
+        _require(len(self.patch_size) == 3, f"model.patch_size needs 3 values, got {self.patch_size!r}")
+        _positive("model.patch_size", self.patch_size)
+        for name in ("embed_dim", "depth", "num_heads", "decoder_dim", "decoder_depth", "decoder_heads"):
+            _positive(f"model.{name}", getattr(self, name))
+        _require(
+            self.embed_dim % self.num_heads == 0,
+            f"model.embed_dim ({self.embed_dim}) must be divisible by model.num_heads ({self.num_heads})",
+        )
+        _require(
+            self.decoder_dim % self.decoder_heads == 0,
+            f"model.decoder_dim ({self.decoder_dim}) must be divisible by model.decoder_heads ({self.decoder_heads})",
+        )
+        _require(self.num_classes >= 2, f"model.num_classes must be >= 2, got {self.num_classes!r}")
+        _require(0 <= self.drop_path < 1, f"model.drop_path must be in [0, 1), got {self.drop_path!r}")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Masked image modelling (MAE-style) pre-training at one site."""
+
+    epochs: int = 100  # local epochs (single-site) or total budget split over rounds (federated)
+    batch_size: int = 8  # volumes per optimiser micro-batch
+    accumulation_steps: int = 1  # micro-batches per optimiser step
+    lr: float = 1.5e-4  # peak learning rate (AdamW)
+    weight_decay: float = 0.05  # AdamW weight decay
+    warmup_epochs: int = 5  # linear warm-up before the cosine decay
+    mask_ratio: float = 0.75  # fraction of tokens hidden from the encoder
+    mask_mode: str = "independent"  # shared | independent | modality_drop
+    modality_drop_prob: float = 0.25  # with modality_drop: chance of hiding one modality whole
+    compile: bool = False  # torch.compile the model (CUDA only)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "accumulation_steps", "lr"):
+            _positive(f"pretrain.{name}", getattr(self, name))
+        _require(self.weight_decay >= 0, f"pretrain.weight_decay must be >= 0, got {self.weight_decay!r}")
+        _require(self.warmup_epochs >= 0, f"pretrain.warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
+        _require(0 < self.mask_ratio < 1, f"pretrain.mask_ratio must be in (0, 1), got {self.mask_ratio!r}")
+        _require(
+            self.mask_mode in MASK_MODES,
+            f"pretrain.mask_mode must be one of {MASK_MODES}, got {self.mask_mode!r}",
+        )
+        _require(
+            0 <= self.modality_drop_prob <= 1,
+            f"pretrain.modality_drop_prob must be in [0, 1], got {self.modality_drop_prob!r}",
+        )
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Supervised fine-tuning and evaluation of the endometriosis classifier."""
+
+    epochs: int = 50  # local epochs
+    batch_size: int = 8  # volumes per batch
+    lr: float = 5e-4  # peak learning rate (AdamW)
+    weight_decay: float = 0.05  # AdamW weight decay
+    warmup_epochs: int = 5  # linear warm-up before the cosine decay
+    layer_decay: float = 0.75  # layer-wise LR decay (1.0 = off)
+    class_weighted: bool = True  # weight the loss by inverse class frequency
+    augment: bool = True  # flips, small affine, intensity jitter
+    folds: int = 5  # patient-level stratified cross-validation folds
+    test_fraction: float = 0.2  # held-out patient-level test split when the manifest gives none
+    val_fraction: float = 0.1  # validation split (early stopping / model selection)
+    bootstrap: int = 1000  # bootstrap resamples for 95% CIs
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "lr"):
+            _positive(f"finetune.{name}", getattr(self, name))
+        _require(0 < self.layer_decay <= 1, f"finetune.layer_decay must be in (0, 1], got {self.layer_decay!r}")
+        _require(self.folds >= 2, f"finetune.folds must be >= 2, got {self.folds!r}")
+        for name in ("test_fraction", "val_fraction"):
+            value = getattr(self, name)
+            _require(0 <= value < 1, f"finetune.{name} must be in [0, 1), got {value!r}")
+        _require(
+            self.test_fraction + self.val_fraction < 1,
+            f"finetune.test_fraction + finetune.val_fraction must be < 1, got "
+            f"{self.test_fraction!r} + {self.val_fraction!r}",
+        )
+        _require(self.bootstrap >= 0, f"finetune.bootstrap must be >= 0, got {self.bootstrap!r}")
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """The federated run: two phases (MIM pre-training rounds, then fine-tuning rounds)."""
+
+    strategy: str = "fedavg"  # fedavg | fedprox | fedadam | trimmed_mean
+    pretrain_rounds: int = 50  # federated MIM pre-training rounds
+    finetune_rounds: int = 10  # federated fine-tuning rounds (0 = local-only fine-tuning)
+    local_epochs: int = 1  # local epochs per round
+    proximal_mu: float = 0.01  # FedProx mu (used by fedprox only)
+    min_sites: int = 2  # sites required to start and in every round
+    round_timeout_s: float = 3600.0  # a site that has not replied by then is dropped from the round
+
+    def __post_init__(self) -> None:
+        _require(
+            self.strategy in STRATEGIES,
+            f"federation.strategy must be one of {STRATEGIES}, got {self.strategy!r}",
+        )
+        _require(
+            self.pretrain_rounds >= 0,
+            f"federation.pretrain_rounds must be >= 0, got {self.pretrain_rounds!r}",
+        )
+        _require(
+            self.finetune_rounds >= 0,
+            f"federation.finetune_rounds must be >= 0, got {self.finetune_rounds!r}",
+        )
+        _positive("federation.local_epochs", self.local_epochs)
+        _require(self.proximal_mu >= 0, f"federation.proximal_mu must be >= 0, got {self.proximal_mu!r}")
+        _positive("federation.min_sites", self.min_sites)
+        _positive("federation.round_timeout_s", self.round_timeout_s)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that must be the same at every site of one run."""
+
+    seed: int = 0  # global seed; per-site/per-round seeds derive from it
+    data: DataConfig = field(default_factory=DataConfig)  # preprocessing
+    model: ModelConfig = field(default_factory=ModelConfig)  # networks
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)  # MIM pre-training
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # supervised fine-tuning
+    federation: FederationConfig = field(default_factory=FederationConfig)  # federated schedule
+
+    def __post_init__(self) -> None:
+        for axis, (roi, patch) in enumerate(zip(self.data.roi_size, self.model.patch_size, strict=True)):
+            _require(
+                roi % patch == 0,
+                f"data.roi_size {self.data.roi_size!r} must be divisible by model.patch_size "
+                f"{self.model.patch_size!r} (axis {axis})",
+            )
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """One hospital: where its data and outputs are. Paths are resolved relative to the site YAML."""
+
+    site_id: str = "site"  # short name shown in logs and the passport (no patient information)
+    data_root: Path = Path("data")  # folder of the source images (read-only, never modified)
+    manifest: Path | None = None  # CSV manifest (subject_id,t1,t2,label[,split]); None = discover folders
+    t1_glob: str = "*T1*.nii*"  # folder discovery: T1 file pattern inside <data_root>/<subject>/
+    t2_glob: str = "*T2*.nii*"  # folder discovery: T2 file pattern inside <data_root>/<subject>/
+    labels_csv: Path | None = None  # folder discovery: optional CSV subject_id,label
+    work_dir: Path = Path("work")  # cache, checkpoints, logs and the data passport go here
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    server_address: str = "127.0.0.1:9092"  # SuperLink fleet address host:port
+    root_certificates: Path | None = None  # CA certificate that signed the SuperLink's TLS certificate
+    private_key: Path | None = None  # this site's ECDSA private key (SuperNode authentication)
+
+    def __post_init__(self) -> None:
+        _require(
+            bool(self.site_id) and self.site_id.replace("-", "").replace("_", "").isalnum(),
+            f"site.site_id must be non-empty letters, digits, '-' or '_', got {self.site_id!r}",
+        )
+        device_ok = self.device in ("auto", "cpu", "cuda") or (
+            self.device.startswith("cuda:") and self.device[5:].isdigit()
+        )
+        _require(device_ok, f"site.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        host, sep, port = self.server_address.rpartition(":")
+        _require(
+            bool(sep and host and port.isdigit()),
+            f"site.server_address must be host:port, got {self.server_address!r}",
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Strict builder: mapping -> frozen dataclass, with type checks and did-you-mean.
+# --------------------------------------------------------------------------------------------------
+
+
+def _suggest(key: str, choices: Sequence[str]) -> str:
+    """Return a ' (did you mean X?)' hint for a mistyped key, or ''."""
+    close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against a field annotation and convert YAML lists to tuples, str to Path."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{where} must be a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if annotation is Path:
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"{where} must be a path string, got {value!r}")
+        return Path(value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    raise AssertionError(f"unsupported annotation {annotation!r} at {where}")  # internal invariant
+
+
+def build(cls: type[T], raw: Mapping[str, Any] | None, where: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, refusing unknown keys and ill-typed values.
+
+    Args:
+        cls: a frozen dataclass of this module.
+        raw: parsed YAML mapping (``None`` means all defaults).
+        where: dotted prefix used in error messages, e.g. ``"data"``.
+
+    Returns:
+        The validated instance.
+
+    Raises:
+        ConfigError: naming the offending key or value.
+    """
+    raw = {} if raw is None else raw
+    label = where or "config"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{label} must be a mapping of keys to values, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        dotted = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            raise ConfigError(f"unknown config key {dotted!r}{_suggest(str(key), list(fields))}")
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            kwargs[key] = build(annotation, value, dotted)  # type: ignore[arg-type]
+        else:
+            kwargs[key] = _coerce(value, annotation, dotted)
+    return cls(**kwargs)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"malformed YAML in {path}{at}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with ``section.key=value`` overrides applied (values parsed as YAML).
+
+    >>> apply_overrides({"data": {"roi_size": [1, 2, 3]}}, ["data.roi_size=[4, 4, 4]", "seed=3"])
+    {'data': {'roi_size': [4, 4, 4]}, 'seed': 3}
+    """
+    result: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override must look like section.key=value, got {item!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"cannot parse the value of override {item!r}") from None
+        parts = key.strip().split(".")
+        node = result
+        for part in parts[:-1]:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        node[parts[-1]] = value
+    return result
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Load an experiment config from YAML (``None`` = all defaults) plus ``section.key=value`` overrides."""
+    raw = read_yaml(path) if path is not None else {}
+    raw = apply_overrides(raw, overrides)
+    try:
+        return build(ExperimentConfig, raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
+
+
+_SITE_PATH_FIELDS = ("data_root", "manifest", "labels_csv", "work_dir", "root_certificates", "private_key")
+
+
+def load_site_config(path: str | Path, overrides: Sequence[str] = ()) -> SiteConfig:
+    """Load a site YAML; relative paths in it are resolved against the YAML's own folder."""
+    path = Path(path)
+    raw = apply_overrides(read_yaml(path), overrides)
+    try:
+        site = build(SiteConfig, raw, "site")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    base = path.resolve().parent
+    resolved = {
+        name: (base / value).resolve() for name in _SITE_PATH_FIELDS if (value := getattr(site, name)) is not None
+    }
+    return dataclasses.replace(site, **resolved)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain, YAML/JSON-serialisable dict of a config (tuples -> lists, paths -> str)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(cfg))

@@ -1,0 +1,1 @@
+"""Site data layer: manifests, NIfTI/DICOM ingestion, preprocessing cache, data passport, example data."""

@@ -1,0 +1,148 @@
+"""A minimal geometric T1/T2 example site, for the data-layer demo and tests.
+
+This is *not* the benchmark (that is ``endofed synth``, a physics-based pelvis phantom). It renders a few
+ellipsoids with fixed T1/T2 grey levels so that the data layer can be exercised on files with the
+properties of real pelvic MRI: int16 scanner units, T2 and T1 of one exam on different grids, orientations
+(LAS, PSR, LSP, RAS), resolutions and fields of view, thick slices, noise. Positives carry a small
+"endometrioma" (T1 bright, T2 dark); some negatives carry a simple cyst (T1 dark, T2 bright).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import yaml
+
+from endofed.data.geometry import make_affine
+
+T2_ORIENTATIONS = ("LAS", "PSR", "LSP", "RAS")
+
+
+@dataclass(frozen=True)
+class Blob:
+    """An ellipsoid with a T1 and a T2 grey level (arbitrary units)."""
+
+    centre: tuple[float, float, float]
+    radii: tuple[float, float, float]
+    t1: float
+    t2: float
+
+
+def render(blobs: Sequence[Blob], affine: np.ndarray, shape: tuple[int, int, int], modality: str) -> np.ndarray:
+    """Sample the blobs at the voxel centres of a grid (later blobs paint over earlier ones).
+
+    Returns:
+        ``shape`` float32 array of grey levels (0 = air).
+    """
+    i, j, k = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij")
+    world = [affine[r, 0] * i + affine[r, 1] * j + affine[r, 2] * k + affine[r, 3] for r in range(3)]
+    out = np.zeros(shape, dtype=np.float32)
+    for blob in blobs:
+        inside = sum(((world[a] - blob.centre[a]) / blob.radii[a]) ** 2 for a in range(3)) <= 1.0
+        out[inside] = blob.t1 if modality == "t1" else blob.t2
+    return out
+
+
+def subject_blobs(rng: np.random.Generator, positive: bool) -> list[Blob]:
+    """Body, muscle, bladder and uterus with random size/position, plus a lesion or a mimic."""
+
+    def jitter(scale: float) -> np.ndarray:
+        return rng.uniform(-scale, scale, size=3)
+
+    shift = jitter(8.0)
+    blobs = [
+        Blob(tuple(shift), (150.0, 110.0, 120.0), t1=900, t2=700),  # subcutaneous/visceral fat
+        Blob(tuple(shift), (130.0, 95.0, 110.0), t1=500, t2=300),  # muscle and soft tissue
+        Blob(tuple(shift + [0, 35, 15] + jitter(4)), tuple(rng.uniform(25, 40, 3)), t1=250, t2=1500),  # bladder
+        Blob(tuple(shift + [0, 0, 30] + jitter(5)), tuple(rng.uniform(20, 35, 3)), t1=550, t2=600),  # uterus
+    ]
+    side = rng.choice([-1.0, 1.0])
+    where = shift + [side * rng.uniform(25, 40), rng.uniform(-15, 5), rng.uniform(10, 35)]
+    radius = tuple(rng.uniform(6, 14, 3))
+    if positive:
+        blobs.append(Blob(tuple(where), radius, t1=1200, t2=180))  # endometrioma: T1 bright, T2 dark
+    elif rng.random() < 0.5:
+        blobs.append(Blob(tuple(where), radius, t1=200, t2=1600))  # simple cyst: T1 dark, T2 bright
+    return blobs
+
+
+def _acquire(
+    blobs: Sequence[Blob],
+    modality: str,
+    code: str,
+    spacing: tuple[float, float, float],
+    fov_mm: tuple[float, float, float],
+    centre: np.ndarray,
+    rng: np.random.Generator,
+) -> nib.Nifti1Image:
+    """Render one int16 image as a scanner would store it (noise, arbitrary scaling)."""
+    shape = tuple(max(2, round(f / s)) for f, s in zip(fov_mm, spacing, strict=True))
+    affine = make_affine(code, spacing, shape, tuple(centre))
+    clean = render(blobs, affine, shape, modality)  # type: ignore[arg-type]
+    noisy = np.abs(clean + rng.normal(0, 25, shape) + 1j * rng.normal(0, 25, shape))  # Rician magnitude
+    scaled = np.clip(noisy * rng.uniform(0.8, 2.5), 0, 32767).astype(np.int16)
+    image = nib.Nifti1Image(scaled, affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    return image
+
+
+def write_example_site(
+    out_dir: Path,
+    n_subjects: int = 12,
+    seed: int = 0,
+    labelled_fraction: float = 0.75,
+    in_plane_mm: float = 0.6,
+    site_id: str = "example",
+) -> Path:
+    """Write ``<out_dir>/{data/<subject>/T1.nii.gz,T2.nii.gz, manifest.csv, site.yaml}``.
+
+    Args:
+        out_dir: destination (created; existing files are not overwritten).
+        n_subjects: number of subjects; labels alternate negative/positive before shuffling.
+        seed: random seed.
+        labelled_fraction: share of subjects with a label in the manifest.
+        in_plane_mm: T2 in-plane spacing (real T2 TSE: 0.5-0.65 mm; coarser = faster tests).
+        site_id: site name written to ``site.yaml``.
+
+    Returns:
+        Path of the written ``site.yaml``.
+    """
+    out_dir = Path(out_dir)
+    if (out_dir / "site.yaml").exists():
+        raise FileExistsError(f"an example site already exists in {out_dir}")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for index in range(n_subjects):
+        subject = f"sub-{index + 1:03d}"
+        positive = index % 2 == 1
+        blobs = subject_blobs(rng, positive)
+        centre = np.asarray(blobs[0].centre)
+        t2_code = T2_ORIENTATIONS[index % len(T2_ORIENTATIONS)]
+        t2 = _acquire(blobs, "t2", t2_code, (in_plane_mm, in_plane_mm, 3.6), (200, 200, 80), centre, rng)
+        t1_centre = centre + rng.uniform(-15, 15, 3)
+        t1 = _acquire(blobs, "t1", "RAS", (1.6, 1.6, 3.6), (260, 220, 100), t1_centre, rng)
+        folder = out_dir / "data" / subject
+        folder.mkdir(parents=True, exist_ok=True)
+        nib.save(t2, folder / "T2.nii.gz")
+        nib.save(t1, folder / "T1.nii.gz")
+        label = str(int(positive)) if rng.random() < labelled_fraction else ""
+        rows.append([subject, f"data/{subject}/T1.nii.gz", f"data/{subject}/T2.nii.gz", label])
+    with (out_dir / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["subject_id", "t1", "t2", "label"])
+        writer.writerows(rows)
+    site = {
+        "site_id": site_id,
+        "data_root": "data",
+        "manifest": "manifest.csv",
+        "work_dir": "work",
+        "device": "cpu",
+    }
+    (out_dir / "site.yaml").write_text(yaml.safe_dump(site, sort_keys=False), encoding="utf-8")
+    return out_dir / "site.yaml"

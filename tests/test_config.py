@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from endofed.config import (
+    DataConfig,
+    ExperimentConfig,
+    ModelConfig,
+    apply_overrides,
+    load_config,
+    load_site_config,
+    to_dict,
+)
+from endofed.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_defaults_are_valid_and_frozen():
+    cfg = ExperimentConfig()
+    assert cfg.data.roi_size == (128, 128, 32)
+    assert cfg.pretrain.mask_mode == "independent"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.seed = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", ["tiny.yaml", "default.yaml"])
+def test_shipped_configs_load(name):
+    cfg = load_config(CONFIGS / name)
+    assert isinstance(cfg.data.roi_size, tuple)
+    assert all(r % p == 0 for r, p in zip(cfg.data.roi_size, cfg.model.patch_size, strict=True))
+
+
+def test_tiny_overrides_only_what_it_says():
+    cfg = load_config(CONFIGS / "tiny.yaml")
+    assert cfg.data.roi_size == (64, 64, 16)
+    assert cfg.data.norm_percentiles == DataConfig().norm_percentiles  # not in tiny.yaml -> default
+
+
+def test_every_field_has_a_default_and_a_comment():
+    import inspect
+
+    import endofed.config as module
+
+    source = inspect.getsource(module)
+    for cls in (
+        module.DataConfig,
+        module.ModelConfig,
+        module.PretrainConfig,
+        module.FinetuneConfig,
+        module.FederationConfig,
+        module.ExperimentConfig,
+        module.SiteConfig,
+    ):
+        for field in dataclasses.fields(cls):
+            assert field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+            lines = [ln for ln in source.splitlines() if ln.strip().startswith(f"{field.name}:")]
+            assert lines and all("#" in ln for ln in lines), f"{cls.__name__}.{field.name} lacks a comment"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("data:\n  roi_sise: [1, 2, 3]\n", "unknown config key 'data.roi_sise' (did you mean 'roi_size'?)"),
+        ("dta:\n  roi_size: [1, 2, 3]\n", "unknown config key 'dta' (did you mean 'data'?)"),
+        ("data:\n  roi_size: [64, 64]\n", "data.roi_size must be a list of 3 values, got [64, 64]"),
+        ("pretrain:\n  mask_ratio: 1.5\n", "pretrain.mask_ratio must be in (0, 1), got 1.5"),
+        ("pretrain:\n  mask_mode: random\n", "pretrain.mask_mode must be one of"),
+        ("pretrain:\n  epochs: ten\n", "pretrain.epochs must be an integer, got 'ten'"),
+        ("data:\n  norm_clip: 1\n", "data.norm_clip must be true or false, got 1"),
+        ("federation:\n  strategy: fedsgd\n", "federation.strategy must be one of"),
+        ("data:\n  roi_size: [100, 64, 16]\n", "must be divisible by model.patch_size"),
+        ("- 1\n- 2\n", "must hold a mapping"),
+        ("data: [1\n", "malformed YAML"),
+    ],
+)
+def test_bad_config_names_the_problem(tmp_path, yaml_text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_malformed_yaml_reports_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("seed: 1\ndata:\n  roi_size: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"malformed YAML in .*bad.yaml \(line \d+"):
+        load_config(path)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_overrides_parse_yaml_values_and_win():
+    cfg = load_config(CONFIGS / "tiny.yaml", ["data.roi_size=[32, 32, 8]", "seed=7", "pretrain.compile=true"])
+    assert cfg.data.roi_size == (32, 32, 8)
+    assert cfg.seed == 7
+    assert cfg.pretrain.compile is True
+
+
+def test_apply_overrides_does_not_mutate_input():
+    raw = {"data": {"roi_size": [1, 2, 3]}}
+    out = apply_overrides(raw, ["data.roi_size=[4, 4, 4]"])
+    assert raw == {"data": {"roi_size": [1, 2, 3]}}
+    assert out == {"data": {"roi_size": [4, 4, 4]}}
+
+
+@pytest.mark.parametrize("override", ["noequals", "=3"])
+def test_bad_override_syntax(override):
+    with pytest.raises(ConfigError, match="override must look like section.key=value"):
+        load_config(None, [override])
+
+
+def test_model_heads_must_divide_width():
+    with pytest.raises(ConfigError, match=r"model.embed_dim \(100\) must be divisible by model.num_heads \(12\)"):
+        ModelConfig(embed_dim=100)
+
+
+def test_site_config_resolves_relative_paths(tmp_path):
+    (tmp_path / "site.yaml").write_text("site_id: h1\ndata_root: data\nmanifest: data/m.csv\nwork_dir: ../w\n")
+    site = load_site_config(tmp_path / "site.yaml")
+    assert site.data_root == (tmp_path / "data").resolve()
+    assert site.manifest == (tmp_path / "data" / "m.csv").resolve()
+    assert site.work_dir == (tmp_path.parent / "w").resolve()
+    assert site.private_key is None
+
+
+def test_example_site_config_in_repo_is_valid():
+    site = load_site_config(CONFIGS / "sites" / "example_site.yaml")
+    assert site.site_id == "hospital-a"
+    assert site.manifest is not None and site.manifest.is_absolute()
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("site_id: 'a b'\n", "site.site_id must be non-empty letters"),
+        ("device: gpu\n", "site.device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+        ("server_address: localhost\n", "site.server_address must be host:port, got 'localhost'"),
+        ("manifets: m.csv\n", "unknown config key 'site.manifets' (did you mean 'manifest'?)"),
+    ],
+)
+def test_bad_site_config(tmp_path, yaml_text, message):
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as info:
+        load_site_config(path)
+    assert message in str(info.value)
+
+
+def test_to_dict_round_trips_through_builder():
+    cfg = load_config(CONFIGS / "tiny.yaml")
+    from endofed.config import build
+
+    assert build(ExperimentConfig, to_dict(cfg)) == cfg

@@ -84,11 +84,7 @@ class DataConfig:
 class ModelConfig:
     """ViT3D encoder (federated), MAE decoder and classification head (both stay at the site)."""
 
-    patch_size: tuple[int, int, int] = (
-        16,
-        16,
-        4,
-    )  # voxels per token; 128x128x32 -> 8x8x8 tokens per modality
+    patch_size: tuple[int, int, int] = (16, 16, 4)  # voxels per token: 128x128x32 -> 8x8x8 per modality
     embed_dim: int = 768  # encoder width
     depth: int = 12  # encoder blocks
     num_heads: int = 12  # encoder attention heads

@@ -79,7 +79,10 @@ def _digests(case: Case) -> dict[str, str | None]:
 def _preprocess_into_cache(case: Case, key: str, cfg: DataConfig, cache: VolumeCache) -> dict[str, Any]:
     """Load, preprocess and store one case; return its facts."""
     volumes = {name: (load_volume(p) if (p := getattr(case, name)) is not None else None) for name in MODALITIES}
-    pre = preprocess_case(volumes["t1"], volumes["t2"], cfg)
+    try:
+        pre = preprocess_case(volumes["t1"], volumes["t2"], cfg)
+    except DataError as exc:  # name the files: the pure preprocessing step does not know them
+        raise DataError(f"{exc} [T1: {case.t1}, T2: {case.t2}]", exc.code) from None
     facts: dict[str, Any] = {name: volume_facts(v) for name, v in volumes.items() if v is not None}
     facts["overlap_fraction"] = overlap_fraction(pre)
     meta = {"affine": pre.affine.tolist(), "facts": facts, "label": case.label}

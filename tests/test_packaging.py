@@ -1,0 +1,44 @@
+"""The wheel installs the ``endofed`` library only: ``server``/``client`` travel in the Flower app bundle."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_has_no_top_level_server_or_client(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("endofed-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top_level = {name.split("/")[0] for name in names}
+    assert "endofed" in top_level
+    assert "endofed/config.py" in names and "endofed/data/preprocess.py" in names
+    assert not top_level & {"server", "client", "tests", "benchmarks", "configs", "deploy"}
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    for script in ("endofed =", "endofed-server =", "endofed-client =", "endofed-sim ="):
+        assert script in text
+
+
+def test_dependency_ranges_admit_the_supported_torch_builds():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    torch_spec = next(d for d in project["dependencies"] if d.startswith("torch"))
+    from packaging.specifiers import SpecifierSet
+
+    spec = SpecifierSet(torch_spec.removeprefix("torch"))
+    assert "2.11.0" in spec and "2.13.0" in spec
+    assert any(d.startswith("flwr[simulation]>=1.42") for d in project["dependencies"])

@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	rm -rf runs/demo
 	$(BIN)/endofed data example --out runs/demo/site_example --subjects 12
-	$(BIN)/endofed data check --site runs/demo/site_example/site.yaml --config configs/tiny.yaml
+	$(BIN)/endofed data check --site runs/demo/site_example/site.yaml --config configs/tiny.yaml --preview
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -12,10 +12,13 @@ from rich.table import Table
 
 from endofed.cli.common import EXIT_FAILED, EXIT_OK, add_config_args, console
 from endofed.config import load_config, load_site_config
-from endofed.data.check import check_site
+from endofed.data.check import check_site, site_cache
 from endofed.data.dicom import SeriesResult, convert_directory
 from endofed.data.example import write_example_site
+from endofed.data.preview import write_preview
 from endofed.errors import DataError
+
+PREVIEW_CASES = 6
 
 
 def register(commands: Any) -> None:
@@ -37,6 +40,13 @@ def register(commands: Any) -> None:
     add_config_args(check)
     check.add_argument(
         "--allow-failures", action="store_true", help="exit 0 even if some cases fail (they are left out)"
+    )
+    check.add_argument(
+        "--preview",
+        metavar="PNG",
+        nargs="?",
+        const="",
+        help="also draw T1/T2 of up to 6 usable cases into a PNG (default WORK_DIR/preview.png); local only",
     )
     check.add_argument(
         "--passport", metavar="JSON", help="where to write the passport (default: WORK_DIR/passport.json)"
@@ -80,33 +90,61 @@ def _progress() -> Progress:
     )
 
 
-def passport_table(passport: dict[str, Any]) -> Table:
-    """Human-readable rendering of the main passport numbers."""
+def _span(summary: dict[str, Any], key: str, fmt: str) -> str:
+    """``min..max`` of a per-axis range, each vector formatted as ``a x b x c``."""
+
+    def vec(values: list[float]) -> str:
+        return " x ".join(format(v, fmt) for v in values)
+
+    low, high = summary[key]["min"], summary[key]["max"]
+    return vec(low) if low == high else f"{vec(low)} .. {vec(high)}"
+
+
+def _counts(counter: dict[str, int]) -> str:
+    """``{"LAS": 3, "PSR": 1}`` -> ``"LAS 3, PSR 1"``."""
+    return ", ".join(f"{k} {v}" for k, v in counter.items())
+
+
+def passport_tables(passport: dict[str, Any]) -> tuple[Table, Table]:
+    """Human-readable rendering of the passport: a summary table and a per-modality table."""
     cases = passport["cases"]
-    table = Table(title=f"Data passport: site {passport['site_id']}", show_header=False)
-    table.add_column("item", style="bold")
-    table.add_column("value")
-    table.add_row("cases", f"{cases['total']} total, {cases['usable']} usable, {cases['failed']} failed")
+    summary = Table(title=f"Data passport: site {passport['site_id']}", show_header=False)
+    summary.add_column("item", style="bold")
+    summary.add_column("value")
+    summary.add_row("cases", f"{cases['total']} total, {cases['usable']} usable, {cases['failed']} failed")
     balance = f"{cases['positive']} positive / {cases['negative']} negative"
-    table.add_row("labels", f"{cases['labelled']} labelled ({balance}), {cases['unlabelled']} unlabelled")
-    for name, summary in passport["modalities"].items():
-        line = f"present {summary['present']}, missing {summary['missing']}"
-        if summary["present"]:
-            spacing = summary["spacing_mm"]
-            line += (
-                f"; orientations {summary['orientations']}; dtypes {summary['dtypes']}"
-                f"; spacing mm {spacing['min']}..{spacing['max']}"
-                f"; shape {summary['shape']['min']}..{summary['shape']['max']}"
-                f"; FOV mm {summary['fov_mm']['min']}..{summary['fov_mm']['max']}"
-            )
-        table.add_row(name.upper(), line)
+    summary.add_row("labels", f"{cases['labelled']} labelled ({balance}), {cases['unlabelled']} unlabelled")
     if passport["t1_t2_overlap"] is not None:
         overlap = passport["t1_t2_overlap"]
-        table.add_row("T1/T2 overlap", f"min {overlap['min']:.0%}, median {overlap['median']:.0%}")
-    table.add_row("duplicates", str(passport["duplicates"]))
-    table.add_row("failures", ", ".join(f"{k}: {v}" for k, v in passport["failures"].items()) or "none")
-    table.add_row("ready to train", "yes" if passport["ready"] else "NO")
-    return table
+        summary.add_row("T1/T2 overlap", f"min {overlap['min']:.0%}, median {overlap['median']:.0%} of the T2 region")
+    summary.add_row("duplicates", str(passport["duplicates"]))
+    summary.add_row("failures", _counts(passport["failures"]) or "none")
+    summary.add_row("ready to train", "yes" if passport["ready"] else "NO")
+    modalities = Table(title="Source images (usable cases)")
+    modalities.add_column("")
+    rows: dict[str, list[str]] = {
+        k: []
+        for k in ("present", "missing", "orientations", "dtypes", "spacing mm", "shape", "FOV mm", "p1 / p50 / p99")
+    }
+    for name, item in passport["modalities"].items():
+        modalities.add_column(name.upper())
+        present = bool(item["present"])
+        pct = item.get("intensity_percentiles_median", {})
+        values = [
+            str(item["present"]),
+            str(item["missing"]),
+            _counts(item["orientations"]) if present else "",
+            _counts(item["dtypes"]) if present else "",
+            _span(item, "spacing_mm", ".2f") if present else "",
+            _span(item, "shape", ".0f") if present else "",
+            _span(item, "fov_mm", ".0f") if present else "",
+            f"{pct['p1']:.0f} / {pct['p50']:.0f} / {pct['p99']:.0f}" if present else "",
+        ]
+        for row, value in zip(rows.values(), values, strict=True):
+            row.append(value)
+    for label, row in rows.items():
+        modalities.add_row(label, *row)
+    return summary, modalities
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -123,13 +161,22 @@ def run_check(args: argparse.Namespace) -> int:
             on_start=lambda cases: progress.update(task, total=len(cases)),
             on_case=lambda _: progress.advance(task),
         )
-    console.print(passport_table(check.passport))
+    for table in passport_tables(check.passport):
+        console.print(table)
     failed = [r for r in check.results if not r.ok]
     if failed:
         console.print(f"[bold]Failed cases[/bold] (local details, not in the passport): {len(failed)}")
         for result in failed:
             console.print(f"  {result.case.subject_id}: {result.error}", markup=False)
     console.print(f"passport written to {check.passport_path}", markup=False)
+    if args.preview is not None:
+        usable = [r for r in check.results if r.ok][:PREVIEW_CASES]
+        if usable:
+            target = Path(args.preview) if args.preview else site.work_dir / "preview.png"
+            cache = site_cache(site)
+            rows = [(r.case.subject_id, cache.get(r.key).image) for r in usable if r.key is not None]
+            write_preview(rows, cfg.data.target_spacing, target)
+            console.print(f"preview written to {target} (shows images: keep it at the site)", markup=False)
     return EXIT_OK if check.passport["ready"] else EXIT_FAILED
 
 

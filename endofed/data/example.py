@@ -21,6 +21,12 @@ import yaml
 from endofed.data.geometry import make_affine
 
 T2_ORIENTATIONS = ("LAS", "PSR", "LSP", "RAS")
+# T1 protocols: (orientation, spacing mm, FOV mm); 3D GRE-like axial and coronal acquisitions.
+T1_PROTOCOLS = (
+    ("RAS", (1.6, 1.6, 3.6), (260.0, 220.0, 100.0)),
+    ("LPS", (1.2, 1.2, 3.0), (300.0, 240.0, 90.0)),
+    ("RSA", (1.4, 1.4, 3.6), (280.0, 240.0, 110.0)),
+)
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,8 @@ def write_example_site(
         t2_code = T2_ORIENTATIONS[index % len(T2_ORIENTATIONS)]
         t2 = _acquire(blobs, "t2", t2_code, (in_plane_mm, in_plane_mm, 3.6), (200, 200, 80), centre, rng)
         t1_centre = centre + rng.uniform(-15, 15, 3)
-        t1 = _acquire(blobs, "t1", "RAS", (1.6, 1.6, 3.6), (260, 220, 100), t1_centre, rng)
+        t1_code, t1_spacing, t1_fov = T1_PROTOCOLS[index % len(T1_PROTOCOLS)]
+        t1 = _acquire(blobs, "t1", t1_code, t1_spacing, t1_fov, t1_centre, rng)
         folder = out_dir / "data" / subject
         folder.mkdir(parents=True, exist_ok=True)
         nib.save(t2, folder / "T2.nii.gz")

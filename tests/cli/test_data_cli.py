@@ -22,9 +22,10 @@ def _snapshot(root: Path) -> dict[Path, bytes]:
 
 
 def test_check_prints_the_passport_and_exits_zero(example_site, capsys):
-    assert main(["data", "check", "--site", str(example_site), "--config", TINY]) == 0
+    assert main(["data", "check", "--site", str(example_site), "--config", TINY, "--preview"]) == 0
     err = capsys.readouterr().err
     assert "Data passport: site example" in err and "ready to train" in err
+    assert (example_site.parent / "work" / "preview.png").read_bytes()[:4] == b"\x89PNG"
     passport = json.loads((example_site.parent / "work" / "passport.json").read_text())
     assert passport["cases"]["usable"] == 6 and passport["ready"] is True
 

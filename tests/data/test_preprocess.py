@@ -53,6 +53,26 @@ def test_t1_and_t2_of_one_object_land_on_the_same_voxel(tmp_path, t2_code):
     assert np.all(np.abs(c2 - expected) <= 1.0), (c2, expected)
 
 
+def test_oblique_t2_and_t1_of_one_object_land_on_the_same_voxel(tmp_path):
+    """T2 tilted 25 degrees about S and 10 about R (oblique axial); T1 axis-aligned LPS on another grid."""
+    tilt_s, tilt_r = np.deg2rad(25.0), np.deg2rad(10.0)
+    about_s = np.array([[np.cos(tilt_s), -np.sin(tilt_s), 0], [np.sin(tilt_s), np.cos(tilt_s), 0], [0, 0, 1]])
+    about_r = np.array([[1, 0, 0], [0, np.cos(tilt_r), -np.sin(tilt_r)], [0, np.sin(tilt_r), np.cos(tilt_r)]])
+    t2_shape = (200, 200, 20)
+    t2_affine = np.eye(4)
+    t2_affine[:3, :3] = about_r @ about_s @ np.diag([0.6, 0.6, 3.6])
+    t2_affine[:3, 3] = np.array([0.0, 0.0, 5.0]) - t2_affine[:3, :3] @ ((np.array(t2_shape) - 1) / 2)
+    t1_shape = (120, 100, 24)
+    t1_affine = make_affine("LPS", (1.6, 1.6, 3.6), t1_shape, (4.0, -3.0, 12.0))
+    t2 = write_nifti(tmp_path / "t2.nii.gz", sphere_volume(t2_affine, t2_shape, CENTRE, 15.0), t2_affine)
+    t1 = write_nifti(tmp_path / "t1.nii.gz", sphere_volume(t1_affine, t1_shape, CENTRE, 15.0), t1_affine)
+    pre = preprocess_case(load_volume(t1), load_volume(t2), DataConfig(roi_size=(96, 96, 32)))
+    c1, c2 = _object_centroid(pre.image[0]), _object_centroid(pre.image[1])
+    assert np.all(np.abs(c1 - c2) <= 1.0), (c1, c2)
+    expected = (np.linalg.inv(pre.affine) @ np.array([*CENTRE, 1.0]))[:3]
+    assert np.all(np.abs(c1 - expected) <= 1.0), (c1, expected)
+
+
 def test_validity_mask_follows_each_field_of_view(tmp_path):
     # T1 covers only the superior half of the T2 region (along S).
     t2_affine = make_affine("RAS", (1.0, 1.0, 3.0), (64, 64, 20), (0.0, 0.0, 0.0))

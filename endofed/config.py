@@ -427,4 +427,5 @@ def to_dict(cfg: Any) -> dict[str, Any]:
             return {k: plain(v) for k, v in value.items()}
         return value
 
-    return plain(dataclasses.asdict(cfg))
+    result: dict[str, Any] = plain(dataclasses.asdict(cfg))
+    return result

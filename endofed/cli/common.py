@@ -58,13 +58,9 @@ def run_command(func: Callable[[], int], verbose: bool = False) -> int:
         return EXIT_INTERRUPTED
 
 
-def not_yet_available(command: str, issue: str) -> Callable[[list[str] | None], int]:
-    """Entry point for a command whose implementation has not landed yet: says so, exits 2."""
-
-    def main(argv: list[str] | None = None) -> int:
-        parser = argparse.ArgumentParser(prog=command, description=f"{command}: {issue} (not yet available)")
-        parser.parse_known_args(argv)
-        print(f"{command}: not yet available in this version of endofed ({issue}).", file=sys.stderr)
-        return EXIT_USAGE
-
-    return main
+def not_yet_available(command: str, issue: str, argv: list[str] | None) -> int:
+    """Body of a command whose implementation has not landed yet: ``--help`` works, otherwise say so, exit 2."""
+    parser = argparse.ArgumentParser(prog=command, description=f"{command}: {issue} (not yet available)")
+    parser.parse_known_args(argv)
+    print(f"{command}: not yet available in this version of endofed ({issue}).", file=sys.stderr)
+    return EXIT_USAGE

@@ -89,7 +89,7 @@ def _describe(first: pydicom.Dataset) -> str:
 def _output_names(headers: dict[str, pydicom.Dataset]) -> dict[str, str]:
     """File stem per series: the safe description, plus the series number when descriptions collide."""
     stems = {uid: safe_name(_describe(header)) for uid, header in headers.items()}
-    counts = defaultdict(int)
+    counts: dict[str, int] = defaultdict(int)
     for stem in stems.values():
         counts[stem] += 1
     names = {}

@@ -87,9 +87,10 @@ def _acquire(
     rng: np.random.Generator,
 ) -> nib.Nifti1Image:
     """Render one int16 image as a scanner would store it (noise, arbitrary scaling)."""
-    shape = tuple(max(2, round(f / s)) for f, s in zip(fov_mm, spacing, strict=True))
+    nx, ny, nz = (max(2, round(f / s)) for f, s in zip(fov_mm, spacing, strict=True))
+    shape = (nx, ny, nz)
     affine = make_affine(code, spacing, shape, tuple(centre))
-    clean = render(blobs, affine, shape, modality)  # type: ignore[arg-type]
+    clean = render(blobs, affine, shape, modality)
     noisy = np.abs(clean + rng.normal(0, 25, shape) + 1j * rng.normal(0, 25, shape))  # Rician magnitude
     scaled = np.clip(noisy * rng.uniform(0.8, 2.5), 0, 32767).astype(np.int16)
     image = nib.Nifti1Image(scaled, affine)

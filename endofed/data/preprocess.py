@@ -27,7 +27,7 @@ from endofed.data.nifti import Volume
 from endofed.errors import DataError
 
 MODALITIES = ("t1", "t2")
-_MONAI_MODE = {"linear": "bilinear", "nearest": "nearest", "bspline": 3}
+_MONAI_MODE: dict[str, str | int] = {"linear": "bilinear", "nearest": "nearest", "bspline": 3}
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def resample_to_grid(
 ) -> np.ndarray:
     """Resample ``volume`` onto the grid ``(dst_affine, dst_shape)`` by world coordinates (0 outside)."""
     source = MetaTensor(torch.from_numpy(volume.array)[None], affine=torch.from_numpy(volume.affine))
-    resample = SpatialResample(mode=_MONAI_MODE[interpolation], padding_mode="zeros", dtype=torch.float32)
+    resample = SpatialResample(mode=_MONAI_MODE[interpolation], padding_mode="zeros", dtype=np.float32)
     out = resample(source, dst_affine=torch.from_numpy(dst_affine), spatial_size=dst_shape)
     return np.asarray(out[0].numpy(), dtype=np.float32)
 
@@ -104,7 +104,7 @@ def preprocess_case(t1: Volume | None, t2: Volume | None, cfg: DataConfig) -> Pr
         )
     reference = t2 if t2 is not None else t1
     assert reference is not None
-    shape = tuple(int(n) for n in cfg.roi_size)
+    shape = cfg.roi_size
     grid = target_grid(reference.affine, reference.shape, cfg.target_spacing, cfg.roi_size)
     image = np.zeros((2, *shape), dtype=np.float32)
     mask = np.zeros((2, *shape), dtype=np.uint8)

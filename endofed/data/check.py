@@ -13,6 +13,7 @@ from endofed.data.cache import VolumeCache
 from endofed.data.manifest import Case, load_cases
 from endofed.data.passport import build_passport
 from endofed.data.site import CaseResult, prepare_site
+from endofed.errors import ConfigError
 
 PASSPORT_FILE = "passport.json"
 CACHE_DIR = "cache"
@@ -59,6 +60,11 @@ def check_site(
     Raises:
         DataError: the manifest or folder layout itself is unusable (individual bad cases do not raise).
     """
+    if site.work_dir.resolve().is_relative_to(site.data_root.resolve()):
+        raise ConfigError(
+            f"work_dir {site.work_dir} is inside data_root {site.data_root}: source data is read-only, "
+            "choose a work_dir outside it"
+        )
     cases = load_cases(site)
     if on_start is not None:
         on_start(cases)

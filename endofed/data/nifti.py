@@ -97,6 +97,12 @@ def load_volume(path: str | Path) -> Volume:
     path = Path(path)
     image = _open_image(path)
     shape = _spatial_shape(tuple(int(n) for n in image.shape), path)
+    if int(image.header["sform_code"]) == 0 and int(image.header["qform_code"]) == 0:
+        raise DataError(
+            f"no world coordinates in {path} (sform and qform codes are both 0): cannot place it relative "
+            "to the other modality; re-export it from DICOM (e.g. endofed data convert)",
+            "bad_affine",
+        )
     affine = np.asarray(image.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise DataError(f"invalid (singular or non-finite) affine in {path}", "bad_affine")

@@ -11,6 +11,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from endofed.data.dicom import convert_directory, safe_name
+from endofed.data.nifti import load_volume
 from endofed.errors import DataError
 
 PYDICOM_DATA = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -74,6 +75,8 @@ def test_converts_each_series_with_the_right_geometry(tmp_path):
     voxel = np.unravel_index(np.argmax(data), data.shape)
     world = image.affine @ np.array([*voxel, 1.0])
     np.testing.assert_allclose(world[:3], _marker_world_ras(), atol=1e-3)
+    volume = load_volume(tmp_path / "out" / "T2_TSE_SAG.nii.gz")  # the converted file passes ingestion checks
+    assert volume.orientation == "PIL" and volume.source_dtype == "int16"
 
 
 def test_missing_slice_is_refused_and_nothing_written(tmp_path):

@@ -112,6 +112,15 @@ def test_singular_affine(tmp_path):
     _expect(path, "bad_affine", "invalid (singular or non-finite) affine")
 
 
+def test_header_without_world_coordinates(tmp_path):
+    image = nib.Nifti1Image(np.ones((4, 4, 4), np.int16), AFFINE)
+    image.set_sform(None, code=0)
+    image.set_qform(None, code=0)
+    path = tmp_path / "analyze_like.nii.gz"
+    nib.save(image, path)
+    _expect(path, "bad_affine", "no world coordinates in")
+
+
 def test_loading_does_not_modify_the_file(tmp_path):
     path = write_nifti(tmp_path / "r.nii.gz", np.ones((4, 4, 4)), AFFINE)
     before = (path.read_bytes(), path.stat().st_mtime_ns)

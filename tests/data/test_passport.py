@@ -10,7 +10,7 @@ from endofed.data.check import check_site
 from endofed.data.manifest import Case
 from endofed.data.passport import build_passport
 from endofed.data.site import CaseResult
-from endofed.errors import DataError
+from endofed.errors import ConfigError, DataError
 
 
 def _facts(orientation: str, spacing: list[float], shape: list[int], p99: float) -> dict:
@@ -74,6 +74,14 @@ def test_passport_has_no_paths_or_subject_ids(example_site):
     assert check.passport["cases"]["usable"] == 6 and check.passport["ready"]
     assert "sub-" not in text and "/" not in text.replace("\\/", "")
     assert "nii" not in text
+
+
+def test_work_dir_inside_data_root_is_refused(example_site):
+    example_site.write_text(example_site.read_text().replace("work_dir: work", "work_dir: data/work"))
+    site = load_site_config(example_site)
+    with pytest.raises(ConfigError, match="is inside data_root .*source data is read-only"):
+        check_site(site, DataConfig())
+    assert not (site.data_root / "work").exists()
 
 
 @pytest.mark.parametrize("allow", [False, True])

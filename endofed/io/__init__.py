@@ -1,0 +1,1 @@
+"""Persistence at the edge: checkpoints (safetensors + JSON metadata, never pickle) and metric writers."""

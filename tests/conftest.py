@@ -11,6 +11,7 @@ import pytest
 
 from endofed.data.example import write_example_site
 
+ROOT = Path(__file__).resolve().parents[1]
 NIBABEL_DATA = Path(nib.__file__).parent / "tests" / "data"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 import endofed
-from endofed.cli import config_cmd, data_cmd
+from endofed.cli import config_cmd, data_cmd, synth_cmd
 from endofed.cli.common import EXIT_USAGE, run_command
 
 
@@ -13,13 +13,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``endofed`` argument parser with all subcommands."""
     parser = argparse.ArgumentParser(
         prog="endofed",
-        description="Federated self-supervised 3D MRI (T1 + T2) for endometriosis: site data tools.",
+        description="Federated self-supervised 3D MRI (T1 + T2) for endometriosis: data tools, synthetic benchmark.",
         epilog="Run 'endofed COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"endofed {endofed.__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     data_cmd.register(commands)
+    synth_cmd.register(commands)
     config_cmd.register(commands)
     return parser
 

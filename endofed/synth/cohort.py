@@ -1,0 +1,188 @@
+"""Draw subjects for a site profile, render them and write a ready-to-check site folder.
+
+Output of one site ``NAME`` under ``OUT``::
+
+    OUT/site_NAME.yaml                     site config for `endofed data check` / training / federation
+    OUT/NAME/manifest.csv                  subject_id,t1,t2,label (blank label = unlabelled)
+    OUT/NAME/data/<subject>/{T1,T2}.nii.gz int16 scanner units, each on its own grid and orientation
+    OUT/NAME/truth/subjects.csv            true and observed labels, findings and sizes (tests/benchmarks only)
+    OUT/NAME/truth/<subject>_{T1,T2}_findings.nii.gz  ground-truth finding map on each acquired grid
+    OUT/NAME/truth/<subject>_{T1,T2}_tissues.nii.gz   ground-truth tissue map on each acquired grid
+
+Randomness: subject ``i`` of site ``k`` uses ``numpy.random.default_rng([seed, k, i])``, so a cohort is the
+same on any machine and a subject does not change when others are added.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import yaml
+
+from endofed.synth.anatomy import MIMICS, POSITIVE_FINDINGS, F, Scene, build_normal_anatomy
+from endofed.synth.findings import (
+    add_deep_nodule,
+    add_dermoid,
+    add_endometrioma,
+    add_fibroid,
+    add_haemorrhagic_cyst,
+    add_pod_obliteration,
+    add_simple_cyst,
+)
+from endofed.synth.profile import CohortProfile, SiteProfile, at_scale
+from endofed.synth.render import Acquisition, acquire
+from endofed.synth.tissues import sample_tissues
+
+_ADDERS: dict[F, Callable[[Scene, np.random.Generator], dict[str, Any]]] = {
+    F.ENDOMETRIOMA: add_endometrioma,
+    F.DEEP_NODULE: add_deep_nodule,
+    F.POD_OBLITERATION: add_pod_obliteration,
+    F.SIMPLE_CYST: add_simple_cyst,
+    F.HAEMORRHAGIC_CYST: add_haemorrhagic_cyst,
+    F.DERMOID: add_dermoid,
+    F.FIBROID: add_fibroid,
+}
+
+
+@dataclass(frozen=True)
+class SubjectSpec:
+    """What a subject has, before any rendering.
+
+    Attributes:
+        subject_id: e.g. ``"siteA-0007"``.
+        label: true label (1 = endometriosis).
+        observed: label written to the manifest (after label noise), ``None`` when unlabelled.
+        findings: the findings to place (a finding may repeat, e.g. bilateral endometriomas).
+    """
+
+    subject_id: str
+    label: int
+    observed: int | None
+    findings: tuple[F, ...]
+
+
+def draw_subject(rng: np.random.Generator, cohort: CohortProfile, subject_id: str) -> SubjectSpec:
+    """Draw label, signs (positives: at least one) and mimics (everyone, independent of the label)."""
+    label = int(rng.random() < cohort.prevalence)
+    findings: list[F] = []
+    if label:
+        rates = {
+            F.ENDOMETRIOMA: cohort.signs.endometrioma,
+            F.DEEP_NODULE: cohort.signs.deep_nodule,
+            F.POD_OBLITERATION: cohort.signs.pod_obliteration,
+        }
+        findings = [sign for sign, p in rates.items() if rng.random() < p]
+        if not findings:
+            weights = np.array(list(rates.values())) + 1e-9
+            findings = [POSITIVE_FINDINGS[int(rng.choice(3, p=weights / weights.sum()))]]
+        if F.ENDOMETRIOMA in findings and rng.random() < cohort.signs.bilateral_endometrioma:
+            findings.append(F.ENDOMETRIOMA)
+    mimic_rates = dict(zip(MIMICS, (cohort.mimics.simple_cyst, cohort.mimics.haemorrhagic_cyst,
+                                    cohort.mimics.dermoid, cohort.mimics.fibroid), strict=True))  # fmt: skip
+    findings += [mimic for mimic, p in mimic_rates.items() if rng.random() < p]
+    flipped = rng.random() < cohort.label_noise
+    labelled = rng.random() < cohort.labelled_fraction
+    observed = (1 - label if flipped else label) if labelled else None
+    return SubjectSpec(subject_id, label, observed, tuple(findings))
+
+
+def build_scene(
+    spec: SubjectSpec, cohort: CohortProfile, rng: np.random.Generator
+) -> tuple[Scene, list[dict[str, Any]]]:
+    """Anatomy (with the pouch of Douglas closed and the rectum tethered if obliterated) plus findings."""
+    obliterated = F.POD_OBLITERATION in spec.findings
+    gap = float(rng.uniform(0.0, 1.5)) if obliterated else float(rng.uniform(5.0, 15.0))
+    tether = float(rng.uniform(5.0, 12.0)) if obliterated else 0.0
+    scene = build_normal_anatomy(rng, cohort.anatomy, gap, tether)
+    records = [
+        add_endometrioma(scene, rng, cohort.signs.t2_shading)
+        if finding == F.ENDOMETRIOMA
+        else _ADDERS[finding](scene, rng)
+        for finding in spec.findings
+    ]
+    return scene, records
+
+
+def render_subject(
+    spec: SubjectSpec, site: SiteProfile, scale: str, rng: np.random.Generator
+) -> tuple[dict[str, Acquisition], list[dict[str, Any]]]:
+    """Render T1 and T2 of one subject at ``scale``; returns the acquisitions and the finding records."""
+    scene, records = build_scene(spec, site.cohort, rng)
+    tissues = sample_tissues(rng, site.field_strength)
+    centre = rng.normal(0.0, site.position_jitter_mm / 2.0, 3)
+    acquisitions = {
+        name: acquire(scene, at_scale(sequence, scale), tissues, centre, rng)
+        for name, sequence in (("T2", site.t2), ("T1", site.t1))
+    }
+    return acquisitions, records
+
+
+def _save(image: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """Write a NIfTI with scanner-based sform and qform."""
+    nifti = nib.Nifti1Image(image, affine)
+    nifti.set_sform(affine, code=1)
+    nifti.set_qform(affine, code=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nifti, path)
+
+
+def write_site(
+    site: SiteProfile,
+    site_index: int,
+    out: Path,
+    scale: str,
+    seed: int,
+    on_subject: Callable[[SubjectSpec], None] | None = None,
+) -> Path:
+    """Generate and write one site (see the module docstring); returns the path of its site YAML."""
+    root = out / site.name
+    manifest_rows, truth_rows = [], []
+    for index in range(site.cohort.subjects):
+        rng = np.random.default_rng([seed, site_index, index])
+        spec = draw_subject(rng, site.cohort, f"{site.name}-{index + 1:04d}")
+        acquisitions, records = render_subject(spec, site, scale, rng)
+        for name, acq in acquisitions.items():
+            _save(acq.image, acq.affine, root / "data" / spec.subject_id / f"{name}.nii.gz")
+            _save(acq.findings, acq.affine, root / "truth" / f"{spec.subject_id}_{name}_findings.nii.gz")
+            _save(acq.tissues, acq.affine, root / "truth" / f"{spec.subject_id}_{name}_tissues.nii.gz")
+        label = "" if spec.observed is None else str(spec.observed)
+        manifest_rows.append(
+            [spec.subject_id, f"data/{spec.subject_id}/T1.nii.gz", f"data/{spec.subject_id}/T2.nii.gz", label]
+        )
+        truth_rows.append([spec.subject_id, spec.label, label, json.dumps(records)])
+        if on_subject is not None:
+            on_subject(spec)
+    _write_csv(root / "manifest.csv", ["subject_id", "t1", "t2", "label"], manifest_rows)
+    _write_csv(root / "truth" / "subjects.csv", ["subject_id", "label_true", "label_observed", "findings"], truth_rows)
+    site_yaml = out / f"site_{site.name}.yaml"
+    config = {"site_id": site.name, "data_root": f"{site.name}/data", "manifest": f"{site.name}/manifest.csv",
+              "work_dir": f"{site.name}/work", "device": "auto"}  # fmt: skip
+    site_yaml.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return site_yaml
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    """Write a CSV file with a header."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def generate(
+    sites: list[SiteProfile],
+    out: Path,
+    scale: str,
+    seed: int,
+    on_subject: Callable[[SubjectSpec], None] | None = None,
+) -> list[Path]:
+    """Write every site of a profile under ``out``; returns the site YAML paths."""
+    return [write_site(site, index, out, scale, seed, on_subject) for index, site in enumerate(sites)]

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import pytest
+
+from endofed.errors import ConfigError
+from endofed.synth.profile import SequenceProfile, at_scale, load_preset, load_profile, preset_names
+
+
+def test_presets_load():
+    assert {"demo3", "tiny"} <= set(preset_names())
+    demo = load_preset("demo3")
+    assert [s.name for s in demo] == ["hospital_a", "hospital_b", "hospital_c"]
+    assert sum(s.cohort.subjects for s in demo) == 300
+    labelled = [round(s.cohort.subjects * s.cohort.labelled_fraction) for s in demo]
+    assert all(20 <= n <= 40 for n in labelled)  # small labelled sets, as at real hospitals
+    assert len({(s.t2.plane, s.t1.kind, s.t1.fat_suppression, s.field_strength) for s in demo}) == 3
+
+
+def test_tiny_scale_coarsens_in_plane_only():
+    sequence = SequenceProfile(in_plane_mm=0.6, slice_mm=4.0)
+    tiny = at_scale(sequence, "tiny")
+    assert tiny.in_plane_mm == 1.5 and tiny.slice_mm == 4.0 and tiny.fov_mm == sequence.fov_mm
+    assert at_scale(sequence, "full") == sequence
+    with pytest.raises(ConfigError, match="scale must be one of"):
+        at_scale(sequence, "huge")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "sites:\n  - name: a\n    t2: {plane: sagittal, orientation: LAS}\n",
+            "third letter (slice axis) must be one of R/L",
+        ),
+        ("sites:\n  - name: a\n    t2: {orientation: XYZ}\n", "orientation must be a code like PSR"),
+        ("sites:\n  - name: a\n    t2: {kind: t3}\n", "sequence kind must be one of"),
+        ("sites:\n  - name: a\n    cohort: {prevalence: 1.5}\n", "cohort.prevalence must be in [0, 1], got 1.5"),
+        (
+            "sites:\n  - name: a\n    cohort: {subject: 3}\n",
+            "unknown config key 'sites[0].cohort.subject' (did you mean 'subjects'?)",
+        ),
+        ("sites:\n  - name: a\n  - name: a\n", "site names must be unique"),
+        ("sites: []\n", "'sites' must be a non-empty list"),
+        ("site:\n  - name: a\n", "unknown top-level key 'site'"),
+        ("sites:\n  - name: 'a b'\n", "site name must be letters"),
+    ],
+)
+def test_bad_profiles_name_the_problem(tmp_path, text, message):
+    path = tmp_path / "profile.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_profile(path)
+    assert message in str(info.value) and str(path) in str(info.value)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="unknown preset 'demo4'; built-in presets: demo3"):
+        load_preset("demo4")

@@ -1,5 +1,5 @@
 # endofed: two commands for a fresh machine.
-#   make demo   runs the main job (for now: the site data layer on a generated example site)
+#   make demo   runs the main job (for now: the synthetic 3-site benchmark and each site's data check)
 #   make test   lint + format check + the test suite
 # Both create .venv and install everything on first use.
 #
@@ -25,8 +25,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	rm -rf runs/demo
-	$(BIN)/endofed data example --out runs/demo/site_example --subjects 12
-	$(BIN)/endofed data check --site runs/demo/site_example/site.yaml --config configs/tiny.yaml --preview
+	$(BIN)/endofed synth --preset demo3 --out runs/demo/data --seed 0
+	for site in runs/demo/data/site_*.yaml; do \
+		$(BIN)/endofed data check --site $$site --config configs/tiny.yaml --preview || exit 1; \
+	done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -38,6 +40,8 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/data_throughput.py
+	$(BIN)/python benchmarks/synth_speed.py
+	$(BIN)/python benchmarks/synth_honesty.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache build *.egg-info

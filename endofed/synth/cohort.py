@@ -101,12 +101,14 @@ def build_scene(
     gap = float(rng.uniform(0.0, 1.5)) if obliterated else float(rng.uniform(5.0, 15.0))
     tether = float(rng.uniform(5.0, 12.0)) if obliterated else 0.0
     scene = build_normal_anatomy(rng, cohort.anatomy, gap, tether)
-    records = [
-        add_endometrioma(scene, rng, cohort.signs.t2_shading)
-        if finding == F.ENDOMETRIOMA
-        else _ADDERS[finding](scene, rng)
-        for finding in spec.findings
-    ]
+    first_ovary = int(rng.integers(2))
+    records, endometriomas = [], 0
+    for finding in spec.findings:
+        if finding == F.ENDOMETRIOMA:  # a second one (bilateral disease) goes on the other ovary
+            records.append(add_endometrioma(scene, rng, cohort.signs.t2_shading, first_ovary + endometriomas))
+            endometriomas += 1
+        else:
+            records.append(_ADDERS[finding](scene, rng))
     return scene, records
 
 

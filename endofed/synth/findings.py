@@ -45,9 +45,12 @@ def _record(finding: F, centre: np.ndarray, radius: float, site: str) -> dict[st
     }
 
 
-def _ovary_lesion(rng: np.random.Generator, scene: Scene, radius: tuple[float, float]) -> tuple[np.ndarray, Ellipsoid]:
-    """Centre and shape of a cystic lesion growing from a random ovary."""
-    ovary = scene.ovaries[int(rng.integers(len(scene.ovaries)))]
+def _ovary_lesion(
+    rng: np.random.Generator, scene: Scene, radius: tuple[float, float], ovary_index: int | None = None
+) -> tuple[np.ndarray, Ellipsoid]:
+    """Centre and shape of a cystic lesion growing from an ovary (random unless ``ovary_index`` is given)."""
+    index = int(rng.integers(len(scene.ovaries))) if ovary_index is None else ovary_index % len(scene.ovaries)
+    ovary = scene.ovaries[index]
     r = float(rng.uniform(*radius))
     centre = _point_in(ovary, rng, 0.0, 0.5)
     return centre, Ellipsoid(
@@ -62,19 +65,23 @@ def _layered(scene: Scene, body: Ellipsoid, upper: T, dependent: T, level: float
     scene.add(HalfCut(body, origin, -GRAVITY), dependent, finding)
 
 
-def add_endometrioma(scene: Scene, rng: np.random.Generator, shading_probability: float = 0.75) -> dict[str, Any]:
+def add_endometrioma(
+    scene: Scene, rng: np.random.Generator, shading_probability: float = 0.75, ovary_index: int | None = None
+) -> dict[str, Any]:
     """Ovarian endometrioma: T1 bright; on T2 usually dark with a darker dependent layer ("shading").
 
     A minority (``1 - shading_probability``) show no shading: T2 intermediate, like a haemorrhagic cyst,
-    so T1 alone or T2 alone cannot always tell them apart, as in real practice.
+    so T1 alone or T2 alone cannot always tell them apart, as in real practice. ``ovary_index`` picks the
+    ovary (0 or 1; random when ``None``), so a second endometrioma can be put on the other side.
     """
-    centre, body = _ovary_lesion(rng, scene, (4.0, 15.0))
+    centre, body = _ovary_lesion(rng, scene, (4.0, 15.0), ovary_index)
     shaded = bool(rng.random() < shading_probability)
     if shaded:
         _layered(scene, body, T.ENDOMETRIOMA_UPPER, T.ENDOMETRIOMA_DEPENDENT, rng.uniform(-0.3, 0.4), F.ENDOMETRIOMA)
     else:
         scene.add(body, T.ENDOMETRIOMA_UNIFORM, F.ENDOMETRIOMA)
-    record = _record(F.ENDOMETRIOMA, centre, float(np.max(body.radii)), "ovary")
+    side = "left" if centre[0] < 0 else "right"  # RAS+: x grows towards the patient's right
+    record = _record(F.ENDOMETRIOMA, centre, float(np.max(body.radii)), f"{side}_ovary")
     record["t2_shading"] = shaded
     return record
 

@@ -79,3 +79,12 @@ def test_synth_cli_writes_sites_that_pass_data_check(tmp_path, capsys):
         [str(BIN / "endofed"), "synth", "--preset", "tiny", "--out", str(out)], capture_output=True, text=True
     )
     assert result.returncode == 1 and result.stderr.startswith("endofed: error: output already exists")
+
+
+def test_bilateral_endometriomas_sit_on_both_ovaries():
+    from endofed.synth.cohort import SubjectSpec, build_scene
+
+    for seed in range(5):
+        spec = SubjectSpec("s", 1, 1, (F.ENDOMETRIOMA, F.ENDOMETRIOMA))
+        _, records = build_scene(spec, CohortProfile(), np.random.default_rng(seed))
+        assert sorted(r["site"] for r in records) == ["left_ovary", "right_ovary"]

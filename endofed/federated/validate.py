@@ -1,0 +1,67 @@
+"""Server-side checks on one site update before it is aggregated.
+
+A site update must look exactly like the global state it was trained from: same keys, shapes and dtypes,
+only finite values, and (optionally) a bounded change. A broken or malicious site is rejected with a
+one-line reason instead of poisoning the average.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from endofed.federated.arrays import StateLike, key_mismatch, state_to_numpy
+
+
+def update_norm_ratio(state: StateLike, reference_state: StateLike) -> float:
+    """``||state - reference|| / ||reference||`` over all entries together (L2, float64).
+
+    Both states must have the same keys and shapes (see :func:`validate_update`). A zero reference gives
+    ``0.0`` for a zero update and ``inf`` otherwise.
+    """
+    update_sq = 0.0
+    reference_sq = 0.0
+    arrays, reference = state_to_numpy(state), state_to_numpy(reference_state)
+    for key, ref in reference.items():
+        ref64 = ref.astype(np.float64)
+        update_sq += float(np.sum((arrays[key].astype(np.float64) - ref64) ** 2))
+        reference_sq += float(np.sum(ref64**2))
+    if reference_sq == 0:
+        return 0.0 if update_sq == 0 else math.inf
+    return math.sqrt(update_sq / reference_sq)
+
+
+def validate_update(state: StateLike, reference_state: StateLike, max_norm_ratio: float | None = None) -> float:
+    """Reject a site update that does not match the global state it was trained from.
+
+    Args:
+        state: the site's returned weights.
+        reference_state: the global weights sent to the site this round.
+        max_norm_ratio: if given, the largest accepted ``||state - reference|| / ||reference||``
+            (e.g. 1.0 = the update may be as large as the weights themselves).
+
+    Returns:
+        The update-norm ratio (for logging).
+
+    Raises:
+        ValueError: one line naming the first problem: keys, a key's shape or dtype, NaN/Inf, or the ratio.
+    """
+    if max_norm_ratio is not None and not max_norm_ratio > 0:
+        raise ValueError(f"max_norm_ratio must be > 0, got {max_norm_ratio!r}")
+    arrays, reference = state_to_numpy(state), state_to_numpy(reference_state)
+    mismatch = key_mismatch(reference.keys(), arrays.keys())
+    if mismatch:
+        raise ValueError(f"update keys differ from the global state: {mismatch}")
+    for key, ref in reference.items():
+        value = arrays[key]
+        if value.shape != ref.shape:
+            raise ValueError(f"update {key!r} has shape {value.shape}, expected {ref.shape}")
+        if value.dtype != ref.dtype:
+            raise ValueError(f"update {key!r} has dtype {value.dtype}, expected {ref.dtype}")
+        if value.dtype.kind in "fc" and not np.isfinite(value).all():
+            raise ValueError(f"update {key!r} contains NaN or Inf")
+    ratio = update_norm_ratio(arrays, reference)
+    if max_norm_ratio is not None and ratio > max_norm_ratio:
+        raise ValueError(f"update norm is {ratio:.3g} x the global norm, above the bound {max_norm_ratio:g}")
+    return ratio

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 import endofed
-from endofed.cli import certs_cmd, config_cmd, data_cmd, synth_cmd
+from endofed.cli import certs_cmd, config_cmd, data_cmd, synth_cmd, train_cmd
 from endofed.cli.common import EXIT_USAGE, run_command
 
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     data_cmd.register(commands)
     synth_cmd.register(commands)
+    train_cmd.register(commands)
     certs_cmd.register(commands)
     config_cmd.register(commands)
     return parser

@@ -163,8 +163,12 @@ def _run_epoch(
     first_step: int,
     forward: Callable[..., torch.Tensor] | None = None,
     on_step: StepCallback | None = None,
+    regulariser: Callable[[], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader`` with gradient accumulation; a trailing partial group still makes a step.
+
+    ``regulariser()`` (e.g. FedProx's proximal term) is added to every optimiser step's objective, not to the
+    reported loss.
 
     Returns ``loss`` (mean over micro-batches), ``lr`` (last), ``steps``, ``volumes``, ``seconds``, ``volumes_per_s``.
     """
@@ -179,7 +183,8 @@ def _run_epoch(
         group_start = index - index % cfg.accumulation_steps
         group_size = min(cfg.accumulation_steps, batches - group_start)
         loss, size = _micro_batch_loss(forward, model, batch, cfg, plan, generator)
-        (loss / group_size).backward()
+        objective = loss if regulariser is None else loss + regulariser()
+        (objective / group_size).backward()
         loss_sum += loss.detach()
         volumes += size
         if index - group_start + 1 < group_size:
@@ -215,6 +220,7 @@ def pretrain_epochs(
     first_epoch: int = 0,
     num_epochs: int | None = None,
     on_step: StepCallback | None = None,
+    regulariser: Callable[[], torch.Tensor] | None = None,
 ) -> list[dict[str, float]]:
     """Pre-train ``model`` for some epochs of a ``cfg.epochs``-epoch schedule.
 
@@ -233,6 +239,8 @@ def pretrain_epochs(
         num_epochs: epochs to run now; default ``cfg.epochs - first_epoch``.
         on_step: optional callback after every optimiser step with ``step`` (optimiser steps done in the
             whole schedule), ``lr`` and ``loss`` (of the step's last micro-batch; reading it synchronises the device).
+        regulariser: optional extra term added to the objective of every step (FedProx: the proximal term
+            over the encoder); the reported ``loss`` stays the reconstruction loss.
 
     Returns:
         One dict per epoch: ``epoch``, ``loss``, ``lr``, ``steps``, ``volumes``, ``seconds``, ``volumes_per_s``.
@@ -265,7 +273,9 @@ def pretrain_epochs(
     history = []
     for epoch in range(first_epoch, first_epoch + epochs):
         generator = torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch))
-        metrics = _run_epoch(model, loader, optimizer, cfg, plan, generator, epoch * steps_per_epoch, forward, on_step)
+        metrics = _run_epoch(
+            model, loader, optimizer, cfg, plan, generator, epoch * steps_per_epoch, forward, on_step, regulariser
+        )
         history.append({"epoch": float(epoch), **metrics})
         LOGGER.debug("pre-training epoch %d: %s", epoch, metrics)
     return history

@@ -1,0 +1,153 @@
+"""``endofed pretrain``, ``endofed finetune`` and ``endofed evaluate``: single-site training and the comparison."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from endofed.cli.common import EXIT_OK, add_config_args, console
+from endofed.config import load_config, load_site_config
+from endofed.finetune.metrics import METRICS
+from endofed.training.compare import METRIC_LABELS, compare_results, comparison_rows, format_interval
+from endofed.training.site_finetune import SCRATCH, finetune_site
+from endofed.training.site_pretrain import pretrain_site
+
+
+def register(commands: Any) -> None:
+    """Add the ``pretrain``, ``finetune`` and ``evaluate`` commands."""
+    pretrain = commands.add_parser(
+        "pretrain",
+        help="pre-train the encoder on this site's data (masked image modelling)",
+        description=(
+            "Pre-train the MAE on every usable case of the site (labelled or not) except the held-out test "
+            "patients, and save the encoder (OUT/encoder.safetensors), per-epoch metrics and a reconstruction "
+            "preview. Runs the data check first."
+        ),
+    )
+    pretrain.add_argument("--site", required=True, metavar="YAML", help="site config (see configs/sites/)")
+    add_config_args(pretrain)
+    pretrain.add_argument("--out", type=Path, metavar="DIR", help="output folder (default WORK_DIR/pretrain)")
+    pretrain.set_defaults(handler=run_pretrain)
+
+    finetune = commands.add_parser(
+        "finetune",
+        help="fine-tune and evaluate the classifier (from scratch or a pre-trained encoder)",
+        description=(
+            "Fine-tune one model per cross-validation fold of the labelled non-test patients and evaluate "
+            "their ensemble on the held-out test patients (AUC, balanced accuracy, sensitivity, specificity, "
+            "F1, ECE with bootstrap 95% CIs). Writes predictions.csv and results.json (local: subject ids)."
+        ),
+    )
+    finetune.add_argument("--site", required=True, metavar="YAML", help="site config")
+    finetune.add_argument(
+        "--init", required=True, metavar="{scratch,PATH}", help="'scratch' or an encoder.safetensors (or its folder)"
+    )
+    add_config_args(finetune)
+    finetune.add_argument(
+        "--out", type=Path, metavar="DIR", help="output folder (default WORK_DIR/finetune-scratch or -pretrained)"
+    )
+    finetune.set_defaults(handler=run_finetune)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="compare a pre-trained run with a from-scratch run on the same test patients",
+        description="Paired comparison of two 'endofed finetune' output folders on the same test patients.",
+    )
+    evaluate.add_argument("--scratch", required=True, type=Path, metavar="DIR", help="finetune output (scratch)")
+    evaluate.add_argument("--pretrained", required=True, type=Path, metavar="DIR", help="finetune output (pre-trained)")
+    evaluate.set_defaults(handler=run_evaluate)
+
+
+def _progress() -> Progress:
+    """A progress bar on stderr with the latest metrics in the description."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    """``endofed pretrain``."""
+    site = load_site_config(args.site)
+    cfg = load_config(args.config, args.overrides)
+    out = args.out if args.out is not None else site.work_dir / "pretrain"
+    last: dict[str, float] = {}
+    with _progress() as progress:
+        steps = progress.add_task("steps", total=None)
+        epochs = progress.add_task("epochs", total=cfg.pretrain.epochs)
+
+        def on_step(metrics: dict[str, float]) -> None:
+            progress.update(steps, advance=1, description=f"step loss {metrics['loss']:.4f}")
+
+        def on_epoch(metrics: dict[str, float]) -> None:
+            last.update(metrics)
+            epoch = int(metrics["epoch"]) + 1
+            progress.update(epochs, advance=1, description=f"epoch {epoch} loss {metrics['loss']:.4f}")
+
+        path = pretrain_site(
+            site, cfg, out, on_epoch=on_epoch, on_step=on_step, on_start=lambda n: progress.update(steps, total=n)
+        )
+    console.print(f"pre-training done: {cfg.pretrain.epochs} epochs, final loss {last['loss']:.4f}", markup=False)
+    console.print(f"encoder checkpoint: {path}", markup=False)
+    return EXIT_OK
+
+
+def metrics_table(title: str, metrics: Mapping[str, Mapping[str, float | None]]) -> Table:
+    """One arm's metrics with 95% CIs."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value [95% CI]")
+    for name in METRICS:
+        table.add_row(METRIC_LABELS[name], format_interval(metrics[name]))
+    return table
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    """``endofed finetune``."""
+    site = load_site_config(args.site)
+    cfg = load_config(args.config, args.overrides)
+    arm = "scratch" if args.init == SCRATCH else "pretrained"
+    out = args.out if args.out is not None else site.work_dir / f"finetune-{arm}"
+    with _progress() as progress:
+        task = progress.add_task("fine-tuning", total=cfg.finetune.folds * cfg.finetune.epochs)
+
+        def on_epoch(metrics: dict[str, float]) -> None:
+            fold, epoch = int(metrics["fold"]) + 1, int(metrics["epoch"]) + 1
+            progress.update(task, advance=1, description=f"fold {fold} epoch {epoch} loss {metrics['loss']:.4f}")
+
+        results = finetune_site(site, cfg, args.init, out, on_epoch=on_epoch)
+    test = f"{results['n_test']} patients, {results['n_test_positive']} positive"
+    console.print(metrics_table(f"Held-out test ({arm}; {test})", results["test"]))
+    dev = f"{results['n_dev_cv']} patients; encoder may have seen their images"
+    console.print(metrics_table(f"Development CV, secondary ({dev})", results["dev_cv"]))
+    console.print(f"results written to {out}", markup=False)
+    return EXIT_OK
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """``endofed evaluate``."""
+    result = compare_results(args.scratch, args.pretrained)
+    table = Table(title=f"Pre-trained vs scratch: {result['n_cases']} test patients ({result['n_positive']} positive)")
+    for column in ("metric", "scratch [95% CI]", "pre-trained [95% CI]"):
+        table.add_column(column)
+    for row in comparison_rows(result):
+        table.add_row(*row)
+    console.print(table)
+    diff = result["auc_difference"]
+    p = diff["p"]
+    note = "" if p is None or not math.isfinite(p) else f"; share of resamples where pre-training did not help: {p:.3f}"
+    console.print(f"paired bootstrap, {result['bootstrap']} resamples{note}", markup=False)
+    if not result["same_config"]:
+        console.print("warning: the two runs used different configs", markup=False)
+    return EXIT_OK

@@ -1,0 +1,133 @@
+"""Single-site masked-image-modelling pre-training: site data in, ``encoder.safetensors`` out.
+
+Pre-training uses every usable case of the site, labelled or not, **except the held-out test patients**
+(see :mod:`endofed.training.cohort` for why). Outputs in ``out_dir``:
+
+* ``encoder.safetensors`` + ``encoder.json``: the encoder's state only (decoder stays here, unsaved), with
+  the config, its hash, the preprocessing digest of the data passport, the site id, the epochs, the final
+  loss and a digest of the excluded test split (site-local);
+* ``metrics.jsonl``: one line per epoch (loss, lr, steps, volumes, seconds, volumes/s);
+* ``reconstruction.png``: what the MAE reconstructs on two training cases (shows images: keep it local).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from endofed.config import ExperimentConfig, SiteConfig, to_dict
+from endofed.data.dataset import CachedVolumes
+from endofed.errors import DataError
+from endofed.io.checkpoint import config_hash, module_state, save_checkpoint
+from endofed.models.factory import build_mae
+from endofed.models.mae import MaskedAutoencoder3D
+from endofed.ssl.pretrain import StepCallback, make_optimizer, pretrain_epochs
+from endofed.ssl.preview import write_reconstruction_preview
+from endofed.ssl.reconstruction import reconstruct_cases
+from endofed.training.cohort import case_dataset, derive_seed, load_cohort, make_loader, split_digest
+from endofed.training.device import resolve_device
+from endofed.training.records import METRICS_FILE, JsonlWriter, json_safe
+
+LOGGER = logging.getLogger(__name__)
+ENCODER_FILE = "encoder.safetensors"
+PREVIEW_FILE = "reconstruction.png"
+PREVIEW_CASES = 2
+PRETRAIN_SPLITS = ("train", "val")  # never "test"
+
+EpochCallback = Callable[[dict[str, float]], None]
+
+
+def model_seed(cfg: ExperimentConfig, purpose: str) -> int:
+    """Seed of a model's initial weights: the same at every site (``purpose``: ``mae`` or ``classifier``)."""
+    return derive_seed(cfg.seed, "init", purpose)
+
+
+def _write_preview(
+    model: MaskedAutoencoder3D, dataset: CachedVolumes, cfg: ExperimentConfig, device: torch.device, path: Path
+) -> Path:
+    """Reconstruct the first cases of ``dataset`` with fixed masks and draw them."""
+    count = min(PREVIEW_CASES, len(dataset))
+    image = torch.stack([dataset[i]["image"] for i in range(count)]).to(device)
+    generator = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, "preview"))
+    previews = reconstruct_cases(model, image, cfg.pretrain, generator)
+    return write_reconstruction_preview([(f"case {i + 1}", p) for i, p in enumerate(previews)], path)
+
+
+def pretrain_site(
+    site: SiteConfig,
+    cfg: ExperimentConfig,
+    out_dir: Path,
+    on_epoch: EpochCallback | None = None,
+    on_step: StepCallback | None = None,
+    on_start: Callable[[int], None] | None = None,
+    allow_failures: bool = False,
+) -> Path:
+    """Pre-train an MAE on one site's non-test cases and save its encoder.
+
+    Args:
+        site: the site (data, work dir, device).
+        cfg: experiment config (``data``, ``model``, ``pretrain``; ``finetune`` fractions and ``seed`` fix
+            the held-out test split).
+        out_dir: output folder (created).
+        on_epoch: called with each epoch's metrics (as written to ``metrics.jsonl``).
+        on_step: called after every optimiser step with ``step``, ``lr`` and ``loss``.
+        on_start: called once with the total number of optimiser steps, before training.
+        allow_failures: train on the usable cases even if some cases failed the data check.
+
+    Returns:
+        Path of ``encoder.safetensors``.
+
+    Raises:
+        DataError: the site is not ready, or no case is left once the test split is held out.
+    """
+    device = resolve_device(site.device)
+    cohort = load_cohort(site, cfg, allow_failures)
+    cases = cohort.select(PRETRAIN_SPLITS, labelled_only=False)
+    if not cases:
+        raise DataError(f"site {site.site_id!r} has no case left for pre-training once the test split is held out")
+    dataset = case_dataset(site, cases)
+    loader = make_loader(dataset, cfg.pretrain.batch_size, device, derive_seed(cfg.seed, site.site_id, "pretrain"))
+    model = build_mae(cfg.model, cfg.data.roi_size, generator=torch.Generator().manual_seed(model_seed(cfg, "mae")))
+    optimizer = make_optimizer(model.to(device), cfg.pretrain, device)
+    if on_start is not None:
+        on_start(cfg.pretrain.epochs * math.ceil(len(loader) / cfg.pretrain.accumulation_steps))
+    out_dir = Path(out_dir)
+    writer = JsonlWriter(out_dir / METRICS_FILE)
+    history: list[dict[str, float]] = []
+    for epoch in range(cfg.pretrain.epochs):
+        (metrics,) = pretrain_epochs(
+            model,
+            loader,
+            cfg.pretrain,
+            device,
+            seed=derive_seed(cfg.seed, site.site_id, "masks"),
+            optimizer=optimizer,
+            first_epoch=epoch,
+            num_epochs=1,
+            on_step=on_step,
+        )
+        writer.write(metrics)
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(metrics)
+    _write_preview(model, dataset, cfg, device, out_dir / PREVIEW_FILE)
+    cfg_dict = to_dict(cfg)
+    metadata = {
+        "kind": "encoder",
+        "site_id": site.site_id,
+        "config": cfg_dict,
+        "config_hash": config_hash(cfg_dict),
+        "preprocessing_digest": cohort.passport["preprocessing_digest"],
+        "test_split_digest": split_digest(cohort.test_ids),
+        "n_test_excluded": len(cohort.test_ids),
+        "n_volumes": len(dataset),
+        "epochs": cfg.pretrain.epochs,
+        "final_loss": json_safe(history[-1]["loss"]),  # None if training diverged
+    }
+    path = save_checkpoint(out_dir / ENCODER_FILE, module_state(model, "encoder"), metadata)
+    LOGGER.info("site %s: pre-trained on %d volumes, final loss %.4f", site.site_id, len(dataset), history[-1]["loss"])
+    return path

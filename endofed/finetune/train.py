@@ -163,6 +163,7 @@ class _Plan:
     device: torch.device
     weight: torch.Tensor | None
     augment: AugmentParams | None
+    regulariser: Callable[[], torch.Tensor] | None = None
 
 
 def _step(
@@ -180,8 +181,9 @@ def _step(
     with torch.autocast(plan.device.type, dtype=torch.bfloat16, enabled=plan.device.type == "cuda"):
         logits = model(image, present)  # (B, num_classes)
     loss = F.cross_entropy(logits.float(), label, weight=plan.weight)
+    objective = loss if plan.regulariser is None else loss + plan.regulariser()
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    objective.backward()
     optimizer.step()
     return loss.detach(), (logits.detach().argmax(dim=1) == label).sum()
 
@@ -235,6 +237,7 @@ def finetune_epochs(
     first_epoch: int = 0,
     num_epochs: int | None = None,
     on_step: StepCallback | None = None,
+    regulariser: Callable[[], torch.Tensor] | None = None,
 ) -> list[dict[str, float]]:
     """Fine-tune ``model`` for some epochs of a ``cfg.epochs``-epoch schedule.
 
@@ -251,6 +254,8 @@ def finetune_epochs(
         first_epoch: index of the first epoch in the schedule.
         num_epochs: epochs to run now; default ``cfg.epochs - first_epoch``.
         on_step: optional callback after every step with ``step``, ``lr`` (of the head) and ``loss``.
+        regulariser: optional extra term added to every step's objective (FedProx: the proximal term over
+            the encoder); the reported ``loss`` stays the cross-entropy.
 
     Returns:
         One dict per epoch: ``epoch``, ``loss``, ``accuracy`` (training, augmented), ``lr`` (of the head at the
@@ -278,6 +283,7 @@ def finetune_epochs(
         device=device,
         weight=weight,
         augment=(augment or AugmentParams()) if cfg.augment else None,
+        regulariser=regulariser,
     )
     history = []
     for epoch in range(first_epoch, first_epoch + epochs):

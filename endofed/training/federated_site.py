@@ -1,0 +1,221 @@
+"""One hospital's side of a federated run, free of Flower: local rounds on the shared encoder.
+
+The ClientApp (``client/app.py``) only translates messages into calls of :class:`FederatedSite`. What the
+site keeps to itself (the MAE decoder, the classification head, the optimisers' state) lives in the site's
+work dir under ``federation/<run key>/`` as safetensors, so it survives between rounds and across a
+SuperNode restart (every message starts a fresh ClientApp process in deployment). Only the encoder
+weights named by the key policy (``endofed.federated.weights``) and scalar metrics go back to the server.
+
+The held-out test patients of the site (``training.cohort``) are never used for training, in either phase.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from endofed.config import ExperimentConfig, SiteConfig
+from endofed.federated.proximal import global_snapshot, proximal_term
+from endofed.federated.weights import encoder_state, load_shared, shared_keys
+from endofed.finetune.metrics import binary_metrics
+from endofed.finetune.train import finetune_epochs, label_counts, make_finetune_optimizer, predict
+from endofed.io.checkpoint import load_checkpoint, save_checkpoint
+from endofed.io.optim import optimizer_tensors, restore_optimizer
+from endofed.models import Classifier3D, build_classifier, build_mae
+from endofed.ssl.pretrain import make_optimizer, pretrain_epochs
+from endofed.training.cohort import case_dataset, derive_seed, label_of, load_cohort, make_loader
+from endofed.training.device import resolve_device
+from endofed.training.site_pretrain import PRETRAIN_SPLITS
+
+LOGGER = logging.getLogger(__name__)
+PRETRAIN, FINETUNE = "pretrain", "finetune"
+PHASES = (PRETRAIN, FINETUNE)
+NUM_EXAMPLES_KEY = "num-examples"  # FedAvg weight: number of training volumes (not batches)
+FINETUNE_SPLITS = ("train", "val")  # labelled development cases; "test" is only evaluated
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """What the server asks for in one round.
+
+    Attributes:
+        phase: ``pretrain`` (MIM) or ``finetune`` (supervised).
+        server_round: 1-based round within the phase.
+        total_rounds: rounds of the phase (the learning-rate schedule spans all of them).
+        local_epochs: local epochs in this round.
+        proximal_mu: FedProx ``mu`` (0 = FedAvg).
+    """
+
+    phase: str
+    server_round: int
+    total_rounds: int
+    local_epochs: int
+    proximal_mu: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.phase not in PHASES:
+            raise ValueError(f"phase must be one of {PHASES}, got {self.phase!r}")
+        if not 1 <= self.server_round <= self.total_rounds or self.local_epochs < 1 or self.proximal_mu < 0:
+            raise ValueError(f"bad round plan {self!r}")
+
+    @property
+    def first_epoch(self) -> int:
+        """Index of this round's first epoch in the phase's schedule."""
+        return (self.server_round - 1) * self.local_epochs
+
+
+class FederatedSite:
+    """A site's local training and evaluation on encoder weights sent by the server."""
+
+    def __init__(self, site: SiteConfig, cfg: ExperimentConfig, run_key: str, allow_failures: bool = False) -> None:
+        if not run_key or not run_key.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"run key must be letters, digits, '-' or '_', got {run_key!r}")
+        self.site, self.cfg = site, cfg
+        self.cohort = load_cohort(site, cfg, allow_failures)
+        self.device = resolve_device(site.device)
+        self.state_dir = site.work_dir / "federation" / run_key
+
+    # ------------------------------------------------------------------ local state on disk
+    def _local_path(self, name: str) -> Path:
+        return self.state_dir / f"{name}.safetensors"
+
+    def _restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, name: str) -> None:
+        """Load the site-local weights (all but the shared ones) and the optimiser state, if saved."""
+        path = self._local_path(name)
+        if not path.exists():
+            return
+        tensors, meta = load_checkpoint(path)
+        local = {k.removeprefix("local."): v for k, v in tensors.items() if k.startswith("local.")}
+        missing, unexpected = model.load_state_dict(local, strict=False)
+        expected_missing = {f"encoder.{k}" for k in shared_keys(model)}
+        if unexpected or set(missing) != expected_missing:
+            raise ValueError(f"saved local state {path} does not fit the model (unexpected {unexpected[:3]})")
+        optim = {k.removeprefix("optim."): v for k, v in tensors.items() if k.startswith("optim.")}
+        restore_optimizer(optimizer, optim, meta["optimizer"])
+
+    def _save(self, model: nn.Module, optimizer: torch.optim.Optimizer, name: str, plan: RoundPlan) -> None:
+        """Save the site-local weights and optimiser state after a round."""
+        shared = {f"encoder.{k}" for k in shared_keys(model)}
+        tensors = {f"local.{k}": v for k, v in model.state_dict().items() if k not in shared}
+        optim, meta = optimizer_tensors(optimizer)
+        tensors.update({f"optim.{k}": v for k, v in optim.items()})
+        save_checkpoint(self._local_path(name), tensors, {"optimizer": meta, "round": plan.server_round})
+
+    # ------------------------------------------------------------------ rounds
+    def train(
+        self, shared: Mapping[str, Any], plan: RoundPlan
+    ) -> tuple[dict[str, torch.Tensor], dict[str, float | int]]:
+        """Run one round: load the global encoder, train locally, return the new encoder and metrics."""
+        if plan.phase == PRETRAIN:
+            model, history, volumes = self._pretrain(shared, plan)
+        else:
+            model, history, volumes = self._finetune(shared, plan)
+        metrics: dict[str, float | int] = {
+            NUM_EXAMPLES_KEY: volumes,
+            "train-loss": float(history[-1]["loss"]),
+            "train-seconds": float(sum(h["seconds"] for h in history)),
+        }
+        return encoder_state(model), metrics
+
+    @staticmethod
+    def _regulariser(encoder: nn.Module, mu: float) -> Callable[[], torch.Tensor] | None:
+        """FedProx's proximal term over the encoder, against a detached copy of the received weights."""
+        if mu <= 0:
+            return None
+        snapshot = global_snapshot(encoder)
+        return lambda: proximal_term(encoder, snapshot, mu)
+
+    def _pretrain(self, shared: Mapping[str, Any], plan: RoundPlan) -> tuple[nn.Module, list[dict[str, float]], int]:
+        cases = self.cohort.select(PRETRAIN_SPLITS, labelled_only=False)
+        dataset = case_dataset(self.site, cases)
+        sid = self.site.site_id
+        loader = make_loader(
+            dataset,
+            self.cfg.pretrain.batch_size,
+            self.device,
+            derive_seed(self.cfg.seed, sid, "pretrain", plan.server_round),
+        )
+        model = build_mae(
+            self.cfg.model,
+            self.cfg.data.roi_size,
+            generator=torch.Generator().manual_seed(derive_seed(self.cfg.seed, sid, "mae")),
+        )
+        load_shared(model, shared)
+        schedule = dataclasses.replace(self.cfg.pretrain, epochs=plan.total_rounds * plan.local_epochs)
+        optimizer = make_optimizer(model.to(self.device), schedule, self.device)
+        self._restore(model, optimizer, "mae")
+        history = pretrain_epochs(
+            model, loader, schedule, self.device, seed=derive_seed(self.cfg.seed, sid, "masks"), optimizer=optimizer,
+            first_epoch=plan.first_epoch, num_epochs=plan.local_epochs,
+            regulariser=self._regulariser(model.encoder, plan.proximal_mu),
+        )  # fmt: skip
+        self._save(model, optimizer, "mae", plan)
+        return model, history, len(dataset)
+
+    def _finetune(self, shared: Mapping[str, Any], plan: RoundPlan) -> tuple[Classifier3D, list[dict[str, float]], int]:
+        cases = self.cohort.select(FINETUNE_SPLITS, labelled_only=True)
+        if not cases:
+            raise ValueError(f"site {self.site.site_id!r} has no labelled development case to fine-tune on")
+        dataset = case_dataset(self.site, cases)
+        sid = self.site.site_id
+        loader = make_loader(
+            dataset,
+            self.cfg.finetune.batch_size,
+            self.device,
+            derive_seed(self.cfg.seed, sid, "finetune", plan.server_round),
+        )
+        model = self._classifier(shared)
+        schedule = dataclasses.replace(self.cfg.finetune, epochs=plan.total_rounds * plan.local_epochs)
+        optimizer = make_finetune_optimizer(model.to(self.device), schedule, self.device)
+        self._restore(model, optimizer, "classifier")
+        counts = label_counts([label_of(r) for r in cases], self.cfg.model.num_classes)
+        history = finetune_epochs(
+            model, loader, schedule, self.device, seed=derive_seed(self.cfg.seed, sid, "augment"), class_counts=counts,
+            optimizer=optimizer, first_epoch=plan.first_epoch, num_epochs=plan.local_epochs,
+            regulariser=self._regulariser(model.encoder, plan.proximal_mu),
+        )  # fmt: skip
+        self._save(model, optimizer, "classifier", plan)
+        return model, history, len(dataset)
+
+    def _classifier(self, shared: Mapping[str, Any]) -> Classifier3D:
+        """A classifier with the site's fixed initial head and the shared encoder."""
+        seed = derive_seed(self.cfg.seed, self.site.site_id, "classifier")
+        model = build_classifier(self.cfg.model, self.cfg.data.roi_size, generator=torch.Generator().manual_seed(seed))
+        load_shared(model, shared)
+        return model
+
+    def evaluate(self, shared: Mapping[str, Any], local_epochs: int = 0) -> dict[str, float | int]:
+        """Metrics of the current global encoder + this site's head on the site's held-out test patients.
+
+        With ``local_epochs > 0`` the head and encoder are first fine-tuned locally for that many epochs
+        (federated pre-training followed by local fine-tuning); otherwise the head saved by the last
+        federated fine-tuning round is used.
+        """
+        if local_epochs > 0:
+            plan = RoundPlan(FINETUNE, 1, 1, local_epochs)
+            model, _, _ = self._finetune(shared, plan)
+        else:
+            model = self._classifier(shared)
+            path = self._local_path("classifier")
+            if path.exists():
+                tensors, _ = load_checkpoint(path)
+                model.load_state_dict(
+                    {k.removeprefix("local."): v for k, v in tensors.items() if k.startswith("local.")}, strict=False
+                )
+        test = self.cohort.select(("test",), labelled_only=True)
+        if not test:
+            raise ValueError(f"site {self.site.site_id!r} has no labelled test patient")
+        loader = make_loader(case_dataset(self.site, test), self.cfg.finetune.batch_size, self.device)
+        probs = predict(model.to(self.device), loader, self.device)
+        labels = np.array([label_of(r) for r in test])
+        metrics: dict[str, float | int] = {k: float(v) for k, v in binary_metrics(labels, probs).items()}
+        metrics[NUM_EXAMPLES_KEY] = len(test)
+        return metrics

@@ -1,0 +1,66 @@
+"""The hospital's ClientApp: Flower messages in, endofed library calls, Flower messages out.
+
+Each message names a phase (MIM pre-training or fine-tuning), the round and the local epochs; the site
+trains on its own data and returns only the encoder arrays and scalar metrics (``num-examples`` = number of
+training volumes). Everything else stays in the site's work dir (see ``endofed.training.federated_site``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch  # noqa: F401  (ArrayRecord's torch conversions need torch imported in this process)
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from endofed.config import load_site_config
+from endofed.federated.runconfig import experiment_config, site_config_path
+from endofed.training.federated_site import FederatedSite, RoundPlan
+
+APP_DIR = Path(__file__).resolve().parents[1]
+_SITES: dict[tuple[str, str], FederatedSite] = {}  # simulation reuses processes: keep the loaded cohort
+
+app = ClientApp()
+
+
+def _site(context: Context) -> FederatedSite:
+    """This node's site session for this run (data checked once per process)."""
+    path = site_config_path(context.node_config, context.run_config)
+    key = (str(path), f"run-{context.run_id}")
+    if key not in _SITES:
+        cfg = experiment_config(context.run_config, APP_DIR)
+        _SITES[key] = FederatedSite(load_site_config(path), cfg, key[1])
+    return _SITES[key]
+
+
+def _partition_metric(context: Context) -> dict[str, int]:
+    """In simulation, the partition id identifies the site in the server's per-site report."""
+    partition = context.node_config.get("partition-id")
+    return {} if partition is None else {"partition-id": int(str(partition))}
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """One local round on the received encoder."""
+    config = msg.content["config"]
+    plan = RoundPlan(
+        phase=str(config["phase"]),
+        server_round=int(config["server-round"]),
+        total_rounds=int(config["total-rounds"]),
+        local_epochs=int(config["local-epochs"]),
+        proximal_mu=float(config.get("proximal-mu", 0.0)),
+    )
+    state, metrics = _site(context).train(msg.content["arrays"].to_torch_state_dict(), plan)
+    metrics |= _partition_metric(context)
+    content = RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics)})
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Test-split metrics of the received encoder with this site's head (optionally fine-tuned locally first)."""
+    config = msg.content["config"]
+    local_epochs = int(config.get("local-epochs", 0))
+    metrics = _site(context).evaluate(msg.content["arrays"].to_torch_state_dict(), local_epochs)
+    metrics |= _partition_metric(context)
+    return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -1,0 +1,110 @@
+"""Driving the ``flwr`` CLI: a connection in a private FLWR_HOME, ``flwr run``, and the run's final status.
+
+``flwr run`` exits 0 even when the run failed, so the status is read back with ``flwr ls --format json``
+and only ``finished:completed`` counts as success.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from endofed.launch.processes import LaunchError
+
+COMPLETED = "finished:completed"
+
+
+def flower_binary(name: str) -> str:
+    """Path of a Flower console script, preferring the one beside this Python (same environment)."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise LaunchError(f"{name!r} not found: install endofed (with flwr) in this environment")
+    return found
+
+
+def toml_string(value: str) -> str:
+    """A TOML basic string literal."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_connection(flwr_home: Path, name: str, address: str, root_certificates: Path | None = None) -> Path:
+    """Write ``FLWR_HOME/config.toml`` with one SuperLink connection (TLS when a CA certificate is given)."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "[superlink]",
+        f"default = {toml_string(name)}",
+        "",
+        f"[superlink.{name}]",
+        f"address = {toml_string(address)}",
+    ]
+    if root_certificates is None:
+        lines.append("insecure = true")
+    else:
+        lines.append(f"root-certificates = {toml_string(str(root_certificates))}")
+    path = flwr_home / "config.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def key_values(items: Mapping[str, str | int | float]) -> str:
+    """``--run-config`` / ``--federation-config`` text: ``key="value" key2=3``."""
+    parts = []
+    for key, value in items.items():
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # Flower passes 1.0 CPUs on as a float, which Ray refuses
+        parts.append(f"{key}={toml_string(value) if isinstance(value, str) else value}")
+    return " ".join(parts)
+
+
+def flwr_run(
+    app_dir: Path,
+    connection: str,
+    run_config: Mapping[str, str | int | float],
+    env: Mapping[str, str],
+    federation_config: Mapping[str, str | int | float] | None = None,
+) -> int:
+    """``flwr run APP CONNECTION --stream`` with output to our stdout; returns its exit code (not the status)."""
+    command = [
+        flower_binary("flwr"),
+        "run",
+        str(app_dir),
+        connection,
+        "--run-config",
+        key_values(run_config),
+        "--stream",
+    ]
+    if federation_config:
+        command += ["--federation-config", key_values(federation_config)]
+    return subprocess.run(command, env=dict(env), check=False).returncode  # noqa: S603
+
+
+def last_run_status(connection: str, env: Mapping[str, str]) -> tuple[str, str]:
+    """``(run id, status)`` of the most recent run on the connection's SuperLink (``flwr ls``)."""
+    result = subprocess.run(  # noqa: S603
+        [flower_binary("flwr"), "ls", connection, "--format", "json"],
+        env=dict(env), capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    try:
+        runs = json.loads(result.stdout).get("runs", [])
+    except json.JSONDecodeError:
+        raise LaunchError(
+            f"cannot read the run status from 'flwr ls': {result.stdout[-300:]} {result.stderr[-300:]}"
+        ) from None
+    if not runs:
+        raise LaunchError("the SuperLink has no run: 'flwr run' did not submit one")
+    latest = max(runs, key=lambda run: str(run.get("pending-at", "")))
+    return str(latest.get("run-id")), str(latest.get("status"))
+
+
+def env_path_with_venv(env: dict[str, str]) -> dict[str, str]:
+    """Put this environment's bin folder first on PATH (SuperLink starts flower-superexec by name)."""
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env

@@ -1,0 +1,145 @@
+"""``endofed-sim``: the same ServerApp/ClientApp on one machine, under Flower's simulation engine (Ray).
+
+A private SuperLink in simulation mode is started on free loopback ports with its own FLWR_HOME inside the
+output folder; ``flwr run`` submits the app with one simulated SuperNode per site YAML (site k reads YAML k);
+the SuperLink is always ended by PID, also on Ctrl-C or error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from endofed.config import load_config, load_site_config
+from endofed.errors import ConfigError
+from endofed.federated.runconfig import CONFIG_OVERRIDES, CONFIG_PATH, OUTPUT_DIR, SITE_CONFIGS
+from endofed.launch.flwr import (
+    COMPLETED,
+    env_path_with_venv,
+    flower_binary,
+    flwr_run,
+    last_run_status,
+    write_connection,
+)
+from endofed.launch.processes import Child, LaunchError, flower_env, free_port, wait_for_port
+
+CONNECTION = "endofed-sim"
+
+
+@dataclass(frozen=True)
+class SimulationRequest:
+    """What to simulate.
+
+    Attributes:
+        app_dir: the Flower app (folder with the pyproject.toml naming server.app / client.app).
+        site_yamls: one site YAML per simulated hospital.
+        config_path: experiment YAML.
+        overrides: ``section.key=value`` overrides.
+        out_dir: where the server writes checkpoints, ``rounds.jsonl`` and ``summary.json``, and Flower its state.
+        cpus_per_site: CPU share of each simulated site (Ray resources).
+        gpus_per_site: GPU share of each simulated site (0 on CPU machines).
+    """
+
+    app_dir: Path
+    site_yamls: list[Path]
+    config_path: Path
+    overrides: list[str]
+    out_dir: Path
+    cpus_per_site: float = 1.0
+    gpus_per_site: float = 0.0
+
+
+def find_site_yamls(items: Sequence[Path]) -> list[Path]:
+    """Site YAMLs from files and folders (a folder contributes its ``site_*.yaml``, sorted)."""
+    found: list[Path] = []
+    for item in items:
+        if item.is_dir():
+            found += sorted(item.glob("site_*.yaml"))
+        elif item.is_file():
+            found.append(item)
+        else:
+            raise ConfigError(f"no such site YAML or folder: {item}")
+    if not found:
+        raise ConfigError(f"no site_*.yaml found in {', '.join(map(str, items))}")
+    return [p.resolve() for p in found]
+
+
+def find_app_dir(start: Path) -> Path:
+    """The nearest folder at or above ``start`` whose pyproject.toml declares the endofed Flower app."""
+    for folder in [start, *start.parents]:
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file() and "[tool.flwr.app.components]" in pyproject.read_text(encoding="utf-8"):
+            return folder
+    raise ConfigError(f"no Flower app (pyproject.toml with [tool.flwr.app.components]) at or above {start}; use --app")
+
+
+def validate_request(request: SimulationRequest) -> None:
+    """Fail early, with one line, on a bad config or site YAML (before any process starts)."""
+    cfg = load_config(request.config_path, request.overrides)
+    for path in request.site_yamls:
+        load_site_config(path)
+    if len(request.site_yamls) < cfg.federation.min_sites:
+        raise ConfigError(
+            f"federation.min_sites is {cfg.federation.min_sites} but {len(request.site_yamls)} site YAMLs were given"
+        )
+
+
+def run_simulation(request: SimulationRequest) -> dict[str, Any]:
+    """Run the federation in simulation; returns ``summary.json`` with site names added.
+
+    Raises:
+        LaunchError: the SuperLink did not start, or the run did not finish ``completed``.
+    """
+    validate_request(request)
+    out = request.out_dir.resolve()
+    flwr_home = out / "flwr-home"
+    env = env_path_with_venv(flower_env(flwr_home))
+    port = free_port()
+    write_connection(flwr_home, CONNECTION, f"127.0.0.1:{port}")
+    command = [
+        flower_binary("flower-superlink"),
+        "--insecure",
+        "--simulation",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--disable-runtime-dependency-installation",
+        "--database",
+        str(out / "superlink.db"),
+    ]
+    superlink = Child("SuperLink", command, out / "logs" / "superlink.log", env)
+    try:
+        wait_for_port(superlink, port)
+        run_config = {
+            CONFIG_PATH: str(request.config_path.resolve()),
+            CONFIG_OVERRIDES: ";".join(request.overrides),
+            SITE_CONFIGS: ":".join(str(p) for p in request.site_yamls),
+            OUTPUT_DIR: str(out),
+        }
+        federation = {
+            "num-supernodes": len(request.site_yamls),
+            "client-resources-num-cpus": request.cpus_per_site,
+            "client-resources-num-gpus": request.gpus_per_site,
+        }
+        flwr_run(request.app_dir, CONNECTION, run_config, env, federation)
+        run_id, status = last_run_status(CONNECTION, env)
+    finally:
+        superlink.stop()
+    if status != COMPLETED:
+        raise LaunchError(f"run {run_id} ended {status!r}, not {COMPLETED!r}; see {superlink.log} and the output above")
+    return named_summary(out / "summary.json", request.site_yamls)
+
+
+def named_summary(path: Path, site_yamls: Sequence[Path]) -> dict[str, Any]:
+    """``summary.json`` with each simulated site's name (its partition id indexes the site YAMLs)."""
+    summary: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    names = [load_site_config(p).site_id for p in site_yamls]
+    for metrics in summary.get("sites", {}).values():
+        partition = metrics.get("partition-id")
+        if partition is not None and 0 <= int(partition) < len(names):
+            metrics["site"] = names[int(partition)]
+    return summary

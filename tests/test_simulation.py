@@ -1,0 +1,61 @@
+"""Simulation smoke test: 3 synthetic sites, 2 pre-training rounds + 1 fine-tuning round, real Ray engine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from endofed.cli.main import main as endofed_main
+from endofed.cli.sim import main as sim_main
+from endofed.io.checkpoint import load_checkpoint
+from tests.training.conftest import OVERRIDES
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILE = """
+sites:
+  - {name: one, cohort: {subjects: 8, labelled_fraction: 1.0, prevalence: 0.5}}
+  - {name: two, field_strength: 3.0, cohort: {subjects: 8, labelled_fraction: 1.0, prevalence: 0.5}}
+  - {name: three, cohort: {subjects: 8, labelled_fraction: 1.0, prevalence: 0.5},
+     t2: {plane: axial, orientation: LAS, in_plane_mm: 0.6, slice_mm: 4.0, fov_mm: [220, 200], slices: 18}}
+"""
+
+
+@pytest.mark.slow
+def test_three_site_simulation_completes(tmp_path, capsys):
+    (tmp_path / "profile.yaml").write_text(PROFILE)
+    assert endofed_main(["synth", "--profile", str(tmp_path / "profile.yaml"), "--out", str(tmp_path / "data")]) == 0
+    capsys.readouterr()
+    args = [
+        "--sites",
+        str(tmp_path / "data"),
+        "--rounds",
+        "2",
+        "--finetune-rounds",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        "--app",
+        str(ROOT),
+        "--set",
+        "federation.min_sites=3",
+    ]
+    for item in OVERRIDES:
+        args += ["--set", item]
+    assert sim_main(args) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("one", "two", "three"))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert len(summary["sites"]) == 3 and summary["finetune"] == "federated"
+    rounds = [json.loads(line) for line in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
+    train = [r for r in rounds if r["event"] == "train"]
+    assert [(r["phase"], r["round"]) for r in train] == [("pretrain", 1), ("pretrain", 2), ("finetune", 1)]
+    assert all(len(r["sites"]) == 3 and r["failures"] == 0 for r in train)
+    assert all(site["bytes_up"] == site["bytes_down"] > 0 for r in train for site in r["sites"])
+    tensors, meta = load_checkpoint(tmp_path / "run" / "global_encoder_finetune.safetensors")
+    assert meta["phase"] == "finetune" and not any(k.startswith(("decoder", "head")) for k in tensors)
+    # The private SuperLink was ended by PID: nothing listens any more on its database.
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "run" / "superlink.db")], capture_output=True)
+    assert leftover.returncode == 1

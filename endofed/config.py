@@ -259,6 +259,30 @@ class SiteConfig:
         )
 
 
+@dataclass(frozen=True)
+class ServerConfig:
+    """The coordinator: its SuperLink, certificates, registered sites and the run it submits.
+
+    Paths are resolved relative to the server YAML.
+    """
+
+    host: str = "127.0.0.1"  # address the SuperLink binds to (0.0.0.0 to accept other machines; firewall it)
+    port: int = 9092  # SuperLink port (Fleet, Control and Runtime APIs share it in Flower 1.42)
+    address: str = "127.0.0.1"  # name or IP this machine's CLI uses to reach the SuperLink (must be in the cert)
+    ca_certificate: Path = Path("certs/ca.crt")  # CA that signed the server certificate (from endofed certs)
+    server_certificate: Path = Path("certs/server.pem")  # the SuperLink's TLS certificate
+    server_key: Path = Path("certs/server.key")  # its private key
+    site_public_keys: tuple[Path, ...] = ()  # SuperNode public keys to register (certs/keys/<site>.pub)
+    experiment: Path = Path("configs/tiny.yaml")  # experiment config every site trains with
+    overrides: tuple[str, ...] = ()  # section.key=value overrides of the experiment config
+    output_dir: Path = Path("runs/server")  # checkpoints, rounds.jsonl, summary.json, logs, SuperLink database
+    app_dir: Path | None = None  # the Flower app folder (default: found from the current folder)
+
+    def __post_init__(self) -> None:
+        _require(0 < self.port < 65536, f"server.port must be in 1..65535, got {self.port!r}")
+        _require(bool(self.host) and bool(self.address), f"server.host and server.address must be set, got {self!r}")
+
+
 # --------------------------------------------------------------------------------------------------
 # Strict builder: mapping -> frozen dataclass, with type checks and did-you-mean.
 # --------------------------------------------------------------------------------------------------
@@ -279,6 +303,10 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], where)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: any length
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{where} must be a list of {len(args)} values, got {value!r}")
@@ -413,6 +441,24 @@ def load_site_config(path: str | Path, overrides: Sequence[str] = ()) -> SiteCon
         name: (base / value).resolve() for name in _SITE_PATH_FIELDS if (value := getattr(site, name)) is not None
     }
     return dataclasses.replace(site, **resolved)
+
+
+_SERVER_PATH_FIELDS = ("ca_certificate", "server_certificate", "server_key", "experiment", "output_dir", "app_dir")
+
+
+def load_server_config(path: str | Path | None, overrides: Sequence[str] = ()) -> ServerConfig:
+    """Load a server YAML (``None`` = defaults relative to the current folder); relative paths resolved."""
+    raw = apply_overrides(read_yaml(path) if path is not None else {}, overrides)
+    try:
+        server = build(ServerConfig, raw, "server")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
+    base = Path(path).resolve().parent if path is not None else Path.cwd()
+    resolved: dict[str, Any] = {
+        name: (base / value).resolve() for name in _SERVER_PATH_FIELDS if (value := getattr(server, name)) is not None
+    }
+    resolved["site_public_keys"] = tuple((base / p).resolve() for p in server.site_public_keys)
+    return dataclasses.replace(server, **resolved)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

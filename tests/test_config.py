@@ -54,6 +54,7 @@ def test_every_field_has_a_default_and_a_comment():
         module.FederationConfig,
         module.ExperimentConfig,
         module.SiteConfig,
+        module.ServerConfig,
     ):
         for field in dataclasses.fields(cls):
             assert field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING

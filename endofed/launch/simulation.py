@@ -24,7 +24,7 @@ from endofed.launch.flwr import (
     last_run_status,
     write_connection,
 )
-from endofed.launch.processes import Child, LaunchError, flower_env, free_port, wait_for_port
+from endofed.launch.processes import Child, LaunchError, flower_env, free_port, sigterm_as_interrupt, wait_for_port
 
 CONNECTION = "endofed-sim"
 
@@ -111,24 +111,25 @@ def run_simulation(request: SimulationRequest) -> dict[str, Any]:
         "--database",
         str(out / "superlink.db"),
     ]
-    superlink = Child("SuperLink", command, out / "logs" / "superlink.log", env)
-    try:
-        wait_for_port(superlink, port)
-        run_config = {
-            CONFIG_PATH: str(request.config_path.resolve()),
-            CONFIG_OVERRIDES: ";".join(request.overrides),
-            SITE_CONFIGS: ":".join(str(p) for p in request.site_yamls),
-            OUTPUT_DIR: str(out),
-        }
-        federation = {
-            "num-supernodes": len(request.site_yamls),
-            "client-resources-num-cpus": request.cpus_per_site,
-            "client-resources-num-gpus": request.gpus_per_site,
-        }
-        flwr_run(request.app_dir, CONNECTION, run_config, env, federation)
-        run_id, status = last_run_status(CONNECTION, env)
-    finally:
-        superlink.stop()
+    with sigterm_as_interrupt():
+        superlink = Child("SuperLink", command, out / "logs" / "superlink.log", env)
+        try:
+            wait_for_port(superlink, port)
+            run_config = {
+                CONFIG_PATH: str(request.config_path.resolve()),
+                CONFIG_OVERRIDES: ";".join(request.overrides),
+                SITE_CONFIGS: ":".join(str(p) for p in request.site_yamls),
+                OUTPUT_DIR: str(out),
+            }
+            federation = {
+                "num-supernodes": len(request.site_yamls),
+                "client-resources-num-cpus": request.cpus_per_site,
+                "client-resources-num-gpus": request.gpus_per_site,
+            }
+            flwr_run(request.app_dir, CONNECTION, run_config, env, federation)
+            run_id, status = last_run_status(CONNECTION, env)
+        finally:
+            superlink.stop()
     if status != COMPLETED:
         raise LaunchError(f"run {run_id} ended {status!r}, not {COMPLETED!r}; see {superlink.log} and the output above")
     return named_summary(out / "summary.json", request.site_yamls)

@@ -140,13 +140,16 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, env=env, timeout=300)
 
 
-def test_installed_entry_points_help_and_placeholders():
+def test_installed_entry_points_help_and_usage_errors(tmp_path):
     for command in ("endofed", "endofed-server", "endofed-client", "endofed-sim"):
         assert _run(command, "--help").returncode == 0
-    for command in ("endofed-server", "endofed-client", "endofed-sim"):
-        result = _run(command)
-        assert result.returncode == 2 and "not yet available" in result.stderr
     assert _run("endofed").returncode == 2
+    for command in ("endofed-client", "endofed-sim"):  # a required argument is missing
+        result = _run(command)
+        assert result.returncode == 2 and "required" in result.stderr
+    missing = _run("endofed-server", "--config", str(tmp_path / "absent.yaml"))
+    assert missing.returncode == 1 and missing.stderr.startswith("endofed: error: config file not found")
+    assert "Traceback" not in missing.stderr
 
 
 def test_convert_cli_refuses_missing_slice_without_traceback(tmp_path):

@@ -83,6 +83,7 @@ def run_server(server: ServerConfig, overrides: list[str]) -> Path:
         raise ConfigError("no site_public_keys in the server config: no hospital could join")
     app_dir = server.app_dir or find_app_dir(Path.cwd())
     out = server.output_dir
+    out.mkdir(parents=True, exist_ok=True)
     env = env_path_with_venv(flower_env(out / "flwr-home"))
     write_connection(out / "flwr-home", CONNECTION, f"{server.address}:{server.port}", server.ca_certificate)
     run_config = {CONFIG_PATH: str(server.experiment), CONFIG_OVERRIDES: ";".join([*server.overrides, *overrides]),

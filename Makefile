@@ -1,5 +1,5 @@
 # endofed: two commands for a fresh machine.
-#   make demo   runs the main job (for now: the synthetic 3-site benchmark and each site's data check)
+#   make demo   runs the main job: the synthetic 3-site benchmark, each site's data check, a federated simulation
 #   make test   lint + format check + the test suite
 # Both create .venv and install everything on first use.
 #
@@ -29,6 +29,7 @@ demo: $(STAMP)
 	for site in runs/demo/data/site_*.yaml; do \
 		$(BIN)/endofed data check --site $$site --config configs/tiny.yaml --preview || exit 1; \
 	done
+	$(BIN)/endofed-sim --sites runs/demo/data --config configs/tiny.yaml --rounds 3 --finetune-rounds 1 --out runs/demo/sim
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -64,3 +64,13 @@ def not_yet_available(command: str, issue: str, argv: list[str] | None) -> int:
     parser.parse_known_args(argv)
     print(f"{command}: not yet available in this version of endofed ({issue}).", file=sys.stderr)
     return EXIT_USAGE
+
+
+def round_overrides(rounds: int | None, finetune_rounds: int | None) -> list[str]:
+    """``--rounds`` / ``--finetune-rounds`` as config overrides of the federation section."""
+    overrides = []
+    if rounds is not None:
+        overrides.append(f"federation.pretrain_rounds={rounds}")
+    if finetune_rounds is not None:
+        overrides.append(f"federation.finetune_rounds={finetune_rounds}")
+    return overrides

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from endofed.cli.common import EXIT_OK, console, run_command
+from endofed.cli.common import EXIT_OK, console, round_overrides, run_command
 from endofed.config import load_server_config
 from endofed.launch.deployment import run_server
 
@@ -41,11 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def run() -> int:
-        overrides = list(args.overrides)
-        if args.rounds is not None:
-            overrides.append(f"federation.pretrain_rounds={args.rounds}")
-        if args.finetune_rounds is not None:
-            overrides.append(f"federation.finetune_rounds={args.finetune_rounds}")
+        overrides = [*args.overrides, *round_overrides(args.rounds, args.finetune_rounds)]
         summary = run_server(load_server_config(args.config), overrides)
         console.print(f"run completed; per-site results in {summary}", markup=False)
         print(Path(summary).read_text(encoding="utf-8"))

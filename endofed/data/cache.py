@@ -20,19 +20,15 @@ from typing import Any
 import numpy as np
 
 from endofed.config import DataConfig, to_dict
+from endofed.io.hashing import file_sha256
 
 # Bump when the preprocessing code changes what it produces for the same inputs and config.
 PREPROCESS_VERSION = 1
-_CHUNK = 1 << 20
 
 
 def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes (opened read-only)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """SHA-256 of a source file's bytes (opened read-only): the content part of a cache key."""
+    return file_sha256(path)
 
 
 def config_digest(cfg: DataConfig) -> str:

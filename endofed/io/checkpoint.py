@@ -27,13 +27,13 @@ from safetensors.torch import load_file, save_file
 
 import endofed
 from endofed.errors import EndofedError
+from endofed.io.hashing import file_sha256
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
 RESERVED_KEYS = ("endofed_version", "created_utc", "format_version", "sha256")
-_CHUNK = 1 << 20
 _MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
 
 
@@ -44,15 +44,6 @@ class CheckpointError(EndofedError):
 # --------------------------------------------------------------------------------------------------
 # Hashing and metadata
 # --------------------------------------------------------------------------------------------------
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 (hex) of a file's bytes."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _dump_json(value: Any, what: str, **kwargs: Any) -> str:

@@ -12,15 +12,47 @@ from pathlib import Path
 import torch  # noqa: F401  (ArrayRecord's torch conversions need torch imported in this process)
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import ClientAppCallable
 
 from endofed.config import load_site_config
+from endofed.federated.audit import append_audit, audit_outgoing
 from endofed.federated.runconfig import experiment_config, site_config_path
+from endofed.federated.weights import encoder_state
+from endofed.models import build_encoder
 from endofed.training.federated_site import FederatedSite, RoundPlan
 
 APP_DIR = Path(__file__).resolve().parents[1]
 _SITES: dict[tuple[str, str], FederatedSite] = {}  # simulation reuses processes: keep the loaded cohort
+_SHAPES: dict[str, dict[str, tuple[int, ...]]] = {}
 
-app = ClientApp()
+
+def _shared_shapes(site: FederatedSite) -> dict[str, tuple[int, ...]]:
+    """Keys and shapes of the shared encoder for this run's model config (computed once per process)."""
+    key = str(site.state_dir)
+    if key not in _SHAPES:
+        encoder = build_encoder(site.cfg.model, site.cfg.data.roi_size)
+        _SHAPES[key] = {k: tuple(v.shape) for k, v in encoder_state(encoder).items()}
+    return _SHAPES[key]
+
+
+def outgoing_audit(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Mod: check every reply before it leaves the site, and log what left (``outgoing.jsonl``)."""
+    reply = call_next(msg, context)
+    if reply.has_error():
+        return reply
+    site = _site(context)
+    content = reply.content
+    arrays = {k: tuple(v.shape) for record in content.array_records.values() for k, v in record.items()}
+    metrics = {k: v for record in content.metric_records.values() for k, v in record.items()}
+    others = (
+        len(content.config_records) + max(0, len(content.array_records) - 1) + max(0, len(content.metric_records) - 1)
+    )
+    record = audit_outgoing(arrays, metrics, others, _shared_shapes(site))
+    append_audit(site.state_dir, {"message": msg.metadata.message_type, **record})
+    return reply
+
+
+app = ClientApp(mods=[outgoing_audit])
 
 
 def _site(context: Context) -> FederatedSite:

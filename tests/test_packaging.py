@@ -53,3 +53,18 @@ def test_dependency_ranges_admit_the_supported_torch_builds():
     spec = SpecifierSet(torch_spec.removeprefix("torch"))
     assert "2.11.0" in spec and "2.13.0" in spec
     assert any(d.startswith("flwr[simulation]>=1.42") for d in project["dependencies"])
+
+
+def test_flower_app_bundle_ships_only_the_app():
+    """The FAB every site receives: role packages, library, experiment configs; no tests, benchmarks or data."""
+    import io
+
+    from flwr.cli.build import build_fab_from_disk
+
+    fab = build_fab_from_disk(ROOT)
+    names = zipfile.ZipFile(io.BytesIO(fab)).namelist()
+    top_level = {name.split("/")[0] for name in names}
+    assert top_level <= {".info", "LICENSE", "README.md", "pyproject.toml", "server", "client", "endofed", "configs"}
+    assert {"server/app.py", "client/app.py", "endofed/training/federated_site.py"} <= set(names)
+    assert not [n for n in names if n.startswith("configs/sites/")]
+    assert len(fab) < 10 * 1024 * 1024  # Flower's limit

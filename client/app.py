@@ -10,12 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch  # noqa: F401  (ArrayRecord's torch conversions need torch imported in this process)
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
 from endofed.config import load_site_config
 from endofed.federated.audit import append_audit, audit_outgoing
+from endofed.federated.bytes import from_transport, to_transport
 from endofed.federated.runconfig import experiment_config, site_config_path
 from endofed.federated.weights import encoder_state
 from endofed.models import build_encoder
@@ -71,6 +72,13 @@ def _partition_metric(context: Context) -> dict[str, int]:
     return {} if partition is None else {"partition-id": int(str(partition))}
 
 
+def _received(msg: Message) -> tuple[dict[str, object], str]:
+    """The encoder sent by the server as float32, and the wire format to reply in."""
+    mode = str(msg.content["config"].get("transport", "fp32"))
+    arrays = {k: v.numpy() for k, v in msg.content["arrays"].items()}
+    return dict(from_transport(arrays, mode)), mode
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """One local round on the received encoder."""
@@ -82,9 +90,11 @@ def train(msg: Message, context: Context) -> Message:
         local_epochs=int(config["local-epochs"]),
         proximal_mu=float(config.get("proximal-mu", 0.0)),
     )
-    state, metrics = _site(context).train(msg.content["arrays"].to_torch_state_dict(), plan)
+    shared, mode = _received(msg)
+    state, metrics = _site(context).train(shared, plan)
     metrics |= _partition_metric(context)
-    content = RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics)})
+    wire = {k: Array(v) for k, v in to_transport(state, mode).items()}
+    content = RecordDict({"arrays": ArrayRecord(wire), "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
 
 
@@ -93,6 +103,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Test-split metrics of the received encoder with this site's head (optionally fine-tuned locally first)."""
     config = msg.content["config"]
     local_epochs = int(config.get("local-epochs", 0))
-    metrics = _site(context).evaluate(msg.content["arrays"].to_torch_state_dict(), local_epochs)
+    shared, _ = _received(msg)
+    metrics = _site(context).evaluate(shared, local_epochs)
     metrics |= _partition_metric(context)
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -30,6 +30,7 @@ T = TypeVar("T")
 
 MASK_MODES = ("shared", "independent", "modality_drop")
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "trimmed_mean")
+TRANSPORTS = ("fp32", "bf16")
 INTERPOLATIONS = ("linear", "bspline", "nearest")
 SPLITS = ("train", "val", "test")
 
@@ -187,6 +188,7 @@ class FederationConfig:
     proximal_mu: float = 0.01  # FedProx mu (used by fedprox only)
     min_sites: int = 2  # sites required to start and in every round
     round_timeout_s: float = 3600.0  # a site that has not replied by then is dropped from the round
+    transport: str = "fp32"  # encoder arrays on the wire: fp32 | bf16 (half the bytes; master weights stay fp32)
 
     def __post_init__(self) -> None:
         _require(
@@ -205,6 +207,9 @@ class FederationConfig:
         _require(self.proximal_mu >= 0, f"federation.proximal_mu must be >= 0, got {self.proximal_mu!r}")
         _positive("federation.min_sites", self.min_sites)
         _positive("federation.round_timeout_s", self.round_timeout_s)
+        _require(
+            self.transport in TRANSPORTS, f"federation.transport must be one of {TRANSPORTS}, got {self.transport!r}"
+        )
 
 
 @dataclass(frozen=True)

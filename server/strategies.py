@@ -14,13 +14,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, FedTrimmedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from endofed.config import FederationConfig
-from endofed.federated.bytes import state_nbytes
+from endofed.federated.bytes import from_transport, state_nbytes, to_transport
 from endofed.federated.validate import validate_update
 from endofed.training.records import JsonlWriter
 
@@ -43,26 +43,54 @@ def _numpy(arrays: ArrayRecord) -> dict[str, np.ndarray]:
     return {key: value.numpy() for key, value in arrays.items()}
 
 
+def encode(arrays: ArrayRecord, mode: str) -> ArrayRecord:
+    """Arrays as they go on the wire (``bf16``: raw bfloat16 bits in uint16 arrays)."""
+    if mode == "fp32":
+        return arrays
+    return ArrayRecord({k: Array(v) for k, v in to_transport(_numpy(arrays), mode).items()})
+
+
+def decode(arrays: ArrayRecord, mode: str) -> ArrayRecord:
+    """Float32 arrays from the wire format."""
+    if mode == "fp32":
+        return arrays
+    return ArrayRecord({k: Array(v) for k, v in from_transport(_numpy(arrays), mode).items()})
+
+
 class RoundLogMixin:
     """Validation and per-site logging around a Flower strategy's train/evaluate aggregation."""
 
     phase: str = ""
+    transport: str = "fp32"
     writer: JsonlWriter | None = None
     last_evaluation: dict[int, dict[str, float]]
 
-    def setup_logging(self, phase: str, writer: JsonlWriter | None) -> None:
-        """Name the phase and where round records go."""
-        self.phase, self.writer, self.last_evaluation = phase, writer, {}
+    def setup_logging(self, phase: str, writer: JsonlWriter | None, transport: str = "fp32") -> None:
+        """Name the phase, where round records go, and the wire format of the arrays."""
+        self.phase, self.writer, self.last_evaluation, self.transport = phase, writer, {}, transport
         self._sent: dict[str, np.ndarray] = {}
         self._round_started = time.perf_counter()
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Remember what is sent (to validate replies and count bytes), then configure as usual."""
-        self._sent = _numpy(arrays)
+        """Encode for the wire, remember what is sent (to validate replies and count bytes), configure as usual."""
+        wire = encode(arrays, self.transport)
+        self._sent = _numpy(decode(wire, self.transport))  # what the sites actually receive
+        self._sent_bytes = state_nbytes(_numpy(wire))
         self._round_started = time.perf_counter()
-        return super().configure_train(server_round, arrays, config, grid)  # type: ignore[misc]
+        config["transport"] = self.transport
+        messages = super().configure_train(server_round, wire, config, grid)  # type: ignore[misc]
+        if hasattr(self, "current_arrays"):  # FedOpt family: its server optimiser works on float32 weights
+            self.current_arrays = dict(self._sent)
+        return messages  # type: ignore[no-any-return]
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Evaluation messages carry the encoder in the same wire format."""
+        config["transport"] = self.transport
+        return super().configure_evaluate(server_round, encode(arrays, self.transport), config, grid)  # type: ignore[misc]
 
     def _valid(self, replies: list[Message]) -> list[Message]:
         """Replies whose update matches the sent weights in keys, shapes, dtypes and finiteness."""
@@ -84,17 +112,22 @@ class RoundLogMixin:
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Validate, aggregate, and log the round."""
         received = list(replies)
+        up_bytes = {int(r.metadata.src_node_id): state_nbytes(_numpy(r.content["arrays"])) for r in received
+                    if not r.has_error()}  # fmt: skip
+        for reply in received:  # back to float32 before validation and averaging
+            if not reply.has_error():
+                reply.content["arrays"] = decode(reply.content["arrays"], self.transport)
         kept = self._valid(received)
         started = time.perf_counter()
         arrays, metrics = super().aggregate_train(server_round, kept)  # type: ignore[misc]
         aggregation = time.perf_counter() - started
-        down = state_nbytes(self._sent)
+        down = self._sent_bytes
         sites = [
             {
                 "node": int(r.metadata.src_node_id),
                 **{k: float(v) for k, v in r.content["metrics"].items() if isinstance(v, (int, float))},
                 "bytes_down": down,
-                "bytes_up": state_nbytes(_numpy(r.content["arrays"])),
+                "bytes_up": up_bytes[int(r.metadata.src_node_id)],
             }
             for r in kept
             if not r.has_error()
@@ -168,5 +201,5 @@ def make_strategy(fed: FederationConfig, phase: str, evaluate: bool, writer: Jso
         strategy = LoggedFedTrimmedAvg(**common)
     else:
         strategy = LoggedFedAvg(**common)
-    strategy.setup_logging(phase, writer)
+    strategy.setup_logging(phase, writer, fed.transport)
     return strategy

@@ -92,3 +92,17 @@ def test_missing_site_config_names_the_fix(sites):
     config = {"phase": "pretrain", "server-round": 1, "total-rounds": 1, "local-epochs": 1}
     with pytest.raises(ConfigError, match="--node-config 'site-config="):  # Flower turns it into an error reply
         client_app(_message(MessageType.TRAIN, _global_encoder(), config), context)
+
+
+def test_bf16_transport_round_trip_through_the_client(sites):
+    from endofed.federated.bytes import from_transport, to_transport
+
+    sent = _global_encoder()
+    wire = {k: torch.from_numpy(v) for k, v in to_transport(sent, "bf16").items()}
+    config = {"phase": "pretrain", "server-round": 1, "total-rounds": 1, "local-epochs": 1, "transport": "bf16"}
+    reply = client_app(_message(MessageType.TRAIN, wire, config), _context(sites, 0))
+    assert not reply.has_error(), reply.error
+    arrays = {k: v.numpy() for k, v in reply.content["arrays"].items()}
+    assert all(v.dtype == np.uint16 and v.shape == tuple(sent[k].shape) for k, v in arrays.items())
+    decoded = from_transport(arrays, "bf16")
+    assert set(decoded) == set(sent) and all(v.dtype == np.float32 for v in decoded.values())

@@ -39,3 +39,21 @@ def test_make_strategy_waits_for_every_site(name, cls):
     assert strategy.fraction_evaluate == 0.0 and strategy.phase == "pretrain"  # type: ignore[attr-defined]
     if name == "fedprox":
         assert strategy.proximal_mu == 0.5  # type: ignore[attr-defined]
+
+
+def test_bf16_wire_format_halves_bytes_and_decodes_to_float32():
+    import numpy as np
+    from flwr.app import Array, ArrayRecord
+
+    from endofed.federated.bytes import state_nbytes
+    from server.strategies import decode, encode
+
+    values = np.linspace(-2, 2, 64, dtype=np.float32).reshape(8, 8)
+    record = ArrayRecord({"w": Array(values)})
+    wire = encode(record, "bf16")
+    assert wire["w"].numpy().dtype == np.uint16 and wire["w"].numpy().shape == (8, 8)
+    assert state_nbytes({"w": wire["w"].numpy()}) * 2 == state_nbytes({"w": values})
+    back = decode(wire, "bf16")["w"].numpy()
+    assert back.dtype == np.float32
+    np.testing.assert_allclose(back, values, rtol=2**-8)
+    assert encode(record, "fp32") is record

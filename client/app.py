@@ -7,6 +7,8 @@ training volumes). Everything else stays in the site's work dir (see ``endofed.t
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import torch  # noqa: F401  (ArrayRecord's torch conversions need torch imported in this process)
@@ -17,38 +19,45 @@ from flwr.clientapp.typing import ClientAppCallable
 from endofed.config import load_site_config
 from endofed.federated.audit import append_audit, audit_outgoing
 from endofed.federated.bytes import from_transport, to_transport
-from endofed.federated.runconfig import experiment_config, site_config_path
-from endofed.federated.weights import encoder_state
-from endofed.models import build_encoder
-from endofed.training.federated_site import FederatedSite, RoundPlan
+from endofed.federated.runconfig import ECHO, experiment_config, site_config_path
+from endofed.training.federated_site import NUM_EXAMPLES_KEY, FederatedSite, RoundPlan
 
 APP_DIR = Path(__file__).resolve().parents[1]
 _SITES: dict[tuple[str, str], FederatedSite] = {}  # simulation reuses processes: keep the loaded cohort
-_SHAPES: dict[str, dict[str, tuple[int, ...]]] = {}
 
 
-def _shared_shapes(site: FederatedSite) -> dict[str, tuple[int, ...]]:
-    """Keys and shapes of the shared encoder for this run's model config (computed once per process)."""
-    key = str(site.state_dir)
-    if key not in _SHAPES:
-        encoder = build_encoder(site.cfg.model, site.cfg.data.roi_size)
-        _SHAPES[key] = {k: tuple(v.shape) for k, v in encoder_state(encoder).items()}
-    return _SHAPES[key]
+def _echo(context: Context) -> bool:
+    """Benchmark baseline mode: return what was received (measures Flower's own cost per round)."""
+    return bool(context.run_config.get(ECHO, False))
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (Linux /proc; 0 elsewhere): ClientApp start-up before the handler."""
+    try:
+        start_ticks = float(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def outgoing_audit(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """Mod: check every reply before it leaves the site, and log what left (``outgoing.jsonl``)."""
+    """Mod: check every reply before it leaves the site, and log what left (``outgoing.jsonl``).
+
+    The reply may hold the arrays it received (same keys and shapes: the shared encoder) and numbers only.
+    """
     reply = call_next(msg, context)
-    if reply.has_error():
+    if reply.has_error() or _echo(context):
         return reply
     site = _site(context)
+    allowed = {k: tuple(v.shape) for record in msg.content.array_records.values() for k, v in record.items()}
     content = reply.content
     arrays = {k: tuple(v.shape) for record in content.array_records.values() for k, v in record.items()}
     metrics = {k: v for record in content.metric_records.values() for k, v in record.items()}
     others = (
         len(content.config_records) + max(0, len(content.array_records) - 1) + max(0, len(content.metric_records) - 1)
     )
-    record = audit_outgoing(arrays, metrics, others, _shared_shapes(site))
+    record = audit_outgoing(arrays, metrics, others, allowed)
     append_audit(site.state_dir, {"message": msg.metadata.message_type, **record})
     return reply
 
@@ -81,7 +90,11 @@ def _received(msg: Message) -> tuple[dict[str, object], str]:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """One local round on the received encoder."""
+    """One local round on the received encoder; metrics include where the time went (``t-*`` seconds)."""
+    started, startup = time.perf_counter(), process_age_s()
+    if _echo(context):
+        metrics: dict[str, float | int] = {NUM_EXAMPLES_KEY: 1}
+        return Message(RecordDict({"arrays": msg.content["arrays"], "metrics": MetricRecord(metrics)}), reply_to=msg)
     config = msg.content["config"]
     plan = RoundPlan(
         phase=str(config["phase"]),
@@ -90,10 +103,21 @@ def train(msg: Message, context: Context) -> Message:
         local_epochs=int(config["local-epochs"]),
         proximal_mu=float(config.get("proximal-mu", 0.0)),
     )
+    site = _site(context)
+    loaded = time.perf_counter()
     shared, mode = _received(msg)
-    state, metrics = _site(context).train(shared, plan)
-    metrics |= _partition_metric(context)
+    decoded = time.perf_counter()
+    state, metrics = site.train(shared, plan)
+    trained = time.perf_counter()
     wire = {k: Array(v) for k, v in to_transport(state, mode).items()}
+    metrics |= _partition_metric(context)
+    metrics |= {
+        "t-startup": startup,  # process start -> handler (imports, Flower's ClientApp set-up)
+        "t-site": loaded - started,  # site config, data check against the cache, splits
+        "t-decode": decoded - loaded,
+        "t-local": trained - decoded,  # model build, local state load/save, and the training itself
+        "t-encode": time.perf_counter() - trained,
+    }
     content = RecordDict({"arrays": ArrayRecord(wire), "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
 
@@ -101,6 +125,8 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Test-split metrics of the received encoder with this site's head (optionally fine-tuned locally first)."""
+    if _echo(context):
+        return Message(RecordDict({"metrics": MetricRecord({NUM_EXAMPLES_KEY: 1})}), reply_to=msg)
     config = msg.content["config"]
     local_epochs = int(config.get("local-epochs", 0))
     shared, _ = _received(msg)

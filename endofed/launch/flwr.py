@@ -58,6 +58,9 @@ def key_values(items: Mapping[str, str | int | float]) -> str:
     """``--run-config`` / ``--federation-config`` text: ``key="value" key2=3``."""
     parts = []
     for key, value in items.items():
+        if isinstance(value, bool):  # TOML booleans are lower case
+            parts.append(f"{key}={'true' if value else 'false'}")
+            continue
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # Flower passes 1.0 CPUs on as a float, which Ray refuses
         parts.append(f"{key}={toml_string(value) if isinstance(value, str) else value}")

@@ -1,10 +1,9 @@
-"""Shared CLI plumbing: one-line errors instead of tracebacks, logging, Flower environment defaults."""
+"""Shared CLI plumbing: one-line errors instead of tracebacks, logging, shared options."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Callable
 
@@ -14,16 +13,7 @@ from endofed.errors import EndofedError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-# Flower phones home and checks for updates unless told not to; hospitals are often offline.
-FLOWER_ENV_DEFAULTS = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
-
 console = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def set_flower_env_defaults() -> None:
-    """Turn Flower telemetry and update checks off unless the user set them explicitly."""
-    for key, value in FLOWER_ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:

@@ -19,7 +19,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from endofed.config import load_site_config
 from endofed.federated.audit import append_audit, audit_outgoing
 from endofed.federated.bytes import from_transport, to_transport
-from endofed.federated.runconfig import ECHO, experiment_config, site_config_path
+from endofed.federated.runconfig import ECHO, RUN_KEY, experiment_config, site_config_path
 from endofed.training.federated_site import NUM_EXAMPLES_KEY, FederatedSite, RoundPlan
 
 APP_DIR = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ app = ClientApp(mods=[outgoing_audit])
 def _site(context: Context) -> FederatedSite:
     """This node's site session for this run (data checked once per process)."""
     path = site_config_path(context.node_config, context.run_config)
-    key = (str(path), f"run-{context.run_id}")
+    key = (str(path), str(context.run_config.get(RUN_KEY, "")) or f"run-{context.run_id}")
     if key not in _SITES:
         cfg = experiment_config(context.run_config, APP_DIR)
         _SITES[key] = FederatedSite(load_site_config(path), cfg, key[1])

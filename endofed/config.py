@@ -160,6 +160,7 @@ class FinetuneConfig:
     test_fraction: float = 0.2  # held-out patient-level test split when the manifest gives none
     val_fraction: float = 0.1  # validation split (early stopping / model selection)
     bootstrap: int = 1000  # bootstrap resamples for 95% CIs
+    split_seed: int = -1  # seed of the patient-level test/val split (-1: the global seed)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "lr"):
@@ -175,6 +176,9 @@ class FinetuneConfig:
             f"{self.test_fraction!r} + {self.val_fraction!r}",
         )
         _require(self.bootstrap >= 0, f"finetune.bootstrap must be >= 0, got {self.bootstrap!r}")
+        _require(
+            self.split_seed >= -1, f"finetune.split_seed must be >= 0 (or -1: the global seed), got {self.split_seed!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -188,12 +192,17 @@ class FederationConfig:
     proximal_mu: float = 0.01  # FedProx mu (used by fedprox only)
     min_sites: int = 2  # sites required to start and in every round
     round_timeout_s: float = 3600.0  # a site that has not replied by then is dropped from the round
+    finetune_strategy: str = "same"  # strategy of the fine-tuning phase: same (as strategy) or one of strategy's
     transport: str = "fp32"  # encoder arrays on the wire: fp32 | bf16 (half the bytes; master weights stay fp32)
 
     def __post_init__(self) -> None:
         _require(
             self.strategy in STRATEGIES,
             f"federation.strategy must be one of {STRATEGIES}, got {self.strategy!r}",
+        )
+        _require(
+            self.finetune_strategy in ("same", *STRATEGIES),
+            f"federation.finetune_strategy must be 'same' or one of {STRATEGIES}, got {self.finetune_strategy!r}",
         )
         _require(
             self.pretrain_rounds >= 0,

@@ -99,6 +99,7 @@ def main(grid: Grid, context: Context) -> None:
     summary = {
         "finetune": "federated" if fed.finetune_rounds else "local",
         "strategy": fed.strategy,
+        "finetune_strategy": fed.strategy if fed.finetune_strategy == "same" else fed.finetune_strategy,
         "rounds": {"pretrain": fed.pretrain_rounds, "finetune": fed.finetune_rounds},
         "sites": {str(node): metrics for node, metrics in final.last_evaluation.items()},
         "seconds": time.perf_counter() - started,

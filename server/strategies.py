@@ -22,6 +22,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from endofed.config import FederationConfig
 from endofed.federated.bytes import from_transport, state_nbytes, to_transport
 from endofed.federated.validate import validate_update
+from endofed.training.federated_site import FINETUNE
 from endofed.training.records import JsonlWriter
 
 LOGGER = logging.getLogger(__name__)
@@ -182,7 +183,11 @@ class LoggedFedTrimmedAvg(RoundLogMixin, FedTrimmedAvg):
 
 
 def make_strategy(fed: FederationConfig, phase: str, evaluate: bool, writer: JsonlWriter | None) -> RoundLogMixin:
-    """The configured strategy for one phase; every site must take part in every round."""
+    """The configured strategy for one phase; every site must take part in every round.
+
+    The fine-tuning phase uses ``federation.finetune_strategy`` unless that is ``same``.
+    """
+    name = fed.finetune_strategy if phase == FINETUNE and fed.finetune_strategy != "same" else fed.strategy
     common: dict[str, Any] = {
         "fraction_train": 1.0,
         "fraction_evaluate": 1.0 if evaluate else 0.0,
@@ -193,11 +198,11 @@ def make_strategy(fed: FederationConfig, phase: str, evaluate: bool, writer: Jso
         "evaluate_metrics_aggr_fn": average_metrics,
     }
     strategy: RoundLogMixin
-    if fed.strategy == "fedprox":
+    if name == "fedprox":
         strategy = LoggedFedProx(proximal_mu=fed.proximal_mu, **common)
-    elif fed.strategy == "fedadam":
+    elif name == "fedadam":
         strategy = LoggedFedAdam(**common)
-    elif fed.strategy == "trimmed_mean":
+    elif name == "trimmed_mean":
         strategy = LoggedFedTrimmedAvg(**common)
     else:
         strategy = LoggedFedAvg(**common)

@@ -1,7 +1,8 @@
 """A site's usable cases and their patient-level splits, shared by pre-training and fine-tuning.
 
 Both runs call :func:`load_cohort`, so both see the *same* held-out test patients: the split is a function
-of the usable cases, their labels, the manifest's fixed splits and ``ExperimentConfig.seed`` only
+of the usable cases, their labels, the manifest's fixed splits and the split seed only (``finetune.split_seed``,
+by default ``ExperimentConfig.seed``)
 (:func:`endofed.data.splits.assign_splits` with ``finetune.test_fraction`` / ``val_fraction``).
 
 Why pre-training leaves the test patients out although it uses no labels: self-supervision on a patient's
@@ -103,7 +104,8 @@ def load_cohort(site: SiteConfig, cfg: ExperimentConfig, allow_failures: bool = 
     usable = [r for r in check.results if r.ok]
     labels = {r.case.subject_id: r.case.label for r in usable}
     fixed = {r.case.subject_id: r.case.split for r in usable if r.case.split is not None}
-    splits = assign_splits(labels, cfg.finetune.test_fraction, cfg.finetune.val_fraction, cfg.seed, fixed)
+    split_seed = cfg.seed if cfg.finetune.split_seed < 0 else cfg.finetune.split_seed
+    splits = assign_splits(labels, cfg.finetune.test_fraction, cfg.finetune.val_fraction, split_seed, fixed)
     cohort = SiteCohort(site.site_id, check.passport, usable, splits)
     LOGGER.info("site %s: %d usable cases, %d held out for testing", site.site_id, len(usable), len(cohort.test_ids))
     return cohort

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from endofed.config import ExperimentConfig, SiteConfig
+from endofed.data.site import CaseResult
 from endofed.federated.proximal import global_snapshot, proximal_term
 from endofed.federated.weights import encoder_state, load_shared, shared_keys
 from endofed.finetune.metrics import binary_metrics
@@ -33,12 +34,14 @@ from endofed.models import Classifier3D, build_classifier, build_mae
 from endofed.ssl.pretrain import make_optimizer, pretrain_epochs
 from endofed.training.cohort import case_dataset, derive_seed, label_of, load_cohort, make_loader
 from endofed.training.device import resolve_device
+from endofed.training.records import append_jsonl
 from endofed.training.site_pretrain import PRETRAIN_SPLITS
 
 LOGGER = logging.getLogger(__name__)
 PRETRAIN, FINETUNE = "pretrain", "finetune"
 PHASES = (PRETRAIN, FINETUNE)
 NUM_EXAMPLES_KEY = "num-examples"  # FedAvg weight: number of training volumes (not batches)
+SUBJECTS_FILE = "subjects.jsonl"  # site-local record of the subjects each round trained on
 FINETUNE_SPLITS = ("train", "val")  # labelled development cases; "test" is only evaluated
 
 
@@ -101,6 +104,14 @@ class FederatedSite:
         optim = {k.removeprefix("optim."): v for k, v in tensors.items() if k.startswith("optim.")}
         restore_optimizer(optimizer, optim, meta["optimizer"])
 
+    def _log_subjects(self, phase: str, plan: RoundPlan, cases: Sequence[CaseResult]) -> None:
+        """Record which subjects trained this round (site-local ``subjects.jsonl``; never sent anywhere).
+
+        Lets an audit (and ``endofed compare``'s leakage check) confirm that no held-out test patient trained.
+        """
+        ids = sorted(r.case.subject_id for r in cases)
+        append_jsonl(self.state_dir / SUBJECTS_FILE, {"phase": phase, "round": plan.server_round, "subjects": ids})
+
     def _save(self, model: nn.Module, optimizer: torch.optim.Optimizer, name: str, plan: RoundPlan) -> None:
         """Save the site-local weights and optimiser state after a round."""
         shared = {f"encoder.{k}" for k in shared_keys(model)}
@@ -158,6 +169,7 @@ class FederatedSite:
             regulariser=self._regulariser(model.encoder, plan.proximal_mu),
         )  # fmt: skip
         self._save(model, optimizer, "mae", plan)
+        self._log_subjects(PRETRAIN, plan, cases)
         return model, history, len(dataset)
 
     def _finetune(self, shared: Mapping[str, Any], plan: RoundPlan) -> tuple[Classifier3D, list[dict[str, float]], int]:
@@ -183,6 +195,7 @@ class FederatedSite:
             regulariser=self._regulariser(model.encoder, plan.proximal_mu),
         )  # fmt: skip
         self._save(model, optimizer, "classifier", plan)
+        self._log_subjects(FINETUNE, plan, cases)
         return model, history, len(dataset)
 
     def _classifier(self, shared: Mapping[str, Any]) -> Classifier3D:
@@ -192,12 +205,12 @@ class FederatedSite:
         load_shared(model, shared)
         return model
 
-    def evaluate(self, shared: Mapping[str, Any], local_epochs: int = 0) -> dict[str, float | int]:
-        """Metrics of the current global encoder + this site's head on the site's held-out test patients.
+    def test_predictions(self, shared: Mapping[str, Any], local_epochs: int = 0) -> tuple[list[CaseResult], np.ndarray]:
+        """The site's labelled held-out test patients and their probabilities under the global encoder + head.
 
         With ``local_epochs > 0`` the head and encoder are first fine-tuned locally for that many epochs
         (federated pre-training followed by local fine-tuning); otherwise the head saved by the last
-        federated fine-tuning round is used.
+        federated fine-tuning round is used. Both stay at the site.
         """
         if local_epochs > 0:
             plan = RoundPlan(FINETUNE, 1, 1, local_epochs)
@@ -214,7 +227,11 @@ class FederatedSite:
         if not test:
             raise ValueError(f"site {self.site.site_id!r} has no labelled test patient")
         loader = make_loader(case_dataset(self.site, test), self.cfg.finetune.batch_size, self.device)
-        probs = predict(model.to(self.device), loader, self.device)
+        return test, predict(model.to(self.device), loader, self.device)
+
+    def evaluate(self, shared: Mapping[str, Any], local_epochs: int = 0) -> dict[str, float | int]:
+        """Metrics of :meth:`test_predictions` (numbers only: what the server may see)."""
+        test, probs = self.test_predictions(shared, local_epochs)
         labels = np.array([label_of(r) for r in test])
         metrics: dict[str, float | int] = {k: float(v) for k, v in binary_metrics(labels, probs).items()}
         metrics[NUM_EXAMPLES_KEY] = len(test)

@@ -48,8 +48,14 @@ class JsonlWriter:
 
     def write(self, record: Mapping[str, Any]) -> None:
         """Append ``record`` (non-finite floats become ``null``) and flush it to disk."""
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
+        append_jsonl(self.path, record)
+
+
+def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
+    """Append one JSON line to ``path`` (created with its folder if missing; non-finite floats become ``null``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
 
 
 def write_results(path: Path, results: Mapping[str, Any]) -> Path:

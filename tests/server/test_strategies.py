@@ -41,6 +41,14 @@ def test_make_strategy_waits_for_every_site(name, cls):
         assert strategy.proximal_mu == 0.5  # type: ignore[attr-defined]
 
 
+def test_finetune_phase_can_use_its_own_strategy():
+    fed = FederationConfig(strategy="fedavg", finetune_strategy="fedprox", proximal_mu=0.25)
+    assert type(make_strategy(fed, "pretrain", False, None)) is LoggedFedAvg
+    finetune = make_strategy(fed, "finetune", True, None)
+    assert type(finetune) is LoggedFedProx and finetune.proximal_mu == 0.25  # type: ignore[attr-defined]
+    assert type(make_strategy(FederationConfig(strategy="fedadam"), "finetune", True, None)) is LoggedFedAdam
+
+
 def test_bf16_wire_format_halves_bytes_and_decodes_to_float32():
     import numpy as np
     from flwr.app import Array, ArrayRecord

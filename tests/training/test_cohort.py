@@ -35,3 +35,15 @@ def test_select_is_sorted(training_site, labelled_only):
     cohort = load_cohort(load_site_config(training_site), load_config(TINY, list(OVERRIDES)))
     ids = [r.case.subject_id for r in cohort.select(("train", "val", "test"), labelled_only)]
     assert ids == sorted(ids) and ("sub-006" in ids) is (not labelled_only)
+
+
+def test_split_seed_fixes_the_split_whatever_the_training_seed(training_site):
+    site = load_site_config(training_site)
+
+    def test_ids(*extra: str) -> list[str]:
+        return load_cohort(site, load_config(TINY, [*OVERRIDES, "finetune.test_fraction=0.4", *extra])).test_ids
+
+    by_seed = {seed: test_ids(f"seed={seed}") for seed in range(6)}
+    assert len({tuple(ids) for ids in by_seed.values()}) > 1  # the global seed moves the split by default...
+    fixed = {seed: test_ids(f"seed={seed}", "finetune.split_seed=3") for seed in range(6)}
+    assert all(ids == by_seed[3] for ids in fixed.values())  # ...split_seed pins it to the split of seed 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,14 @@ from endofed.federated.aggregate import weighted_average
 from endofed.federated.weights import encoder_state
 from endofed.io.checkpoint import load_checkpoint
 from endofed.models import build_mae
-from endofed.training.federated_site import FINETUNE, NUM_EXAMPLES_KEY, PRETRAIN, FederatedSite, RoundPlan
+from endofed.training.federated_site import (
+    FINETUNE,
+    NUM_EXAMPLES_KEY,
+    PRETRAIN,
+    SUBJECTS_FILE,
+    FederatedSite,
+    RoundPlan,
+)
 from tests.training.conftest import OVERRIDES, TINY
 
 
@@ -74,6 +82,13 @@ def test_two_site_federation_pretrain_then_finetune(two_sites, tmp_path):
     assert 0.0 <= metrics["auc"] <= 1.0 or np.isnan(metrics["auc"])
     local = restarted.evaluate(global_state, local_epochs=1)
     assert set(local) == set(metrics)
+    # Every round recorded its training subjects locally; none of them is a held-out test patient.
+    rounds = [json.loads(line) for line in (sites[0].state_dir / SUBJECTS_FILE).read_text().splitlines()]
+    expected = [(PRETRAIN, 1), (PRETRAIN, 2), (FINETUNE, 1), (FINETUNE, 1)]  # the last: local fine-tuning
+    assert [(r["phase"], r["round"]) for r in rounds] == expected
+    test_ids = set(sites[0].cohort.test_ids)
+    assert test_ids and all(r["subjects"] and not set(r["subjects"]) & test_ids for r in rounds)
+    assert len(rounds[0]["subjects"]) > len(rounds[2]["subjects"])  # pre-training also uses unlabelled cases
 
 
 def test_proximal_mu_pulls_towards_the_global_weights(two_sites):

@@ -1,5 +1,6 @@
 # endofed: two commands for a fresh machine.
-#   make demo   runs the main job: the synthetic 3-site benchmark, each site's data check, a federated simulation
+#   make demo   runs the main job: the synthetic 3-site benchmark, each site's data check, and `endofed compare`
+#               (scratch, local MIM, federated MIM with local or FedProx fine-tuning, pooled; report in runs/demo)
 #   make test   lint + format check + the test suite
 # Both create .venv and install everything on first use.
 #
@@ -29,7 +30,7 @@ demo: $(STAMP)
 	for site in runs/demo/data/site_*.yaml; do \
 		$(BIN)/endofed data check --site $$site --config configs/tiny.yaml --preview || exit 1; \
 	done
-	$(BIN)/endofed-sim --sites runs/demo/data --config configs/tiny.yaml --rounds 3 --finetune-rounds 1 --out runs/demo/sim
+	$(BIN)/endofed compare --experiment configs/experiments/demo.yaml --sites runs/demo/data --out runs/demo/compare
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 import endofed
-from endofed.cli import certs_cmd, config_cmd, data_cmd, synth_cmd, train_cmd
+from endofed.cli import certs_cmd, compare_cmd, config_cmd, data_cmd, synth_cmd, train_cmd
 from endofed.cli.common import EXIT_USAGE, run_command
 
 
@@ -13,7 +13,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``endofed`` argument parser with all subcommands."""
     parser = argparse.ArgumentParser(
         prog="endofed",
-        description="Federated self-supervised 3D MRI (T1 + T2) for endometriosis: data tools, synthetic benchmark.",
+        description=(
+            "Federated self-supervised 3D MRI (T1 + T2) for endometriosis: data tools, synthetic benchmark, "
+            "single-site training and the comparison of every arm."
+        ),
         epilog="Run 'endofed COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"endofed {endofed.__version__}")
@@ -22,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_cmd.register(commands)
     synth_cmd.register(commands)
     train_cmd.register(commands)
+    compare_cmd.register(commands)
     certs_cmd.register(commands)
     config_cmd.register(commands)
     return parser

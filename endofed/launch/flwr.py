@@ -73,8 +73,12 @@ def flwr_run(
     run_config: Mapping[str, str | int | float],
     env: Mapping[str, str],
     federation_config: Mapping[str, str | int | float] | None = None,
+    log: Path | None = None,
 ) -> int:
-    """``flwr run APP CONNECTION --stream`` with output to our stdout; returns its exit code (not the status)."""
+    """``flwr run APP CONNECTION --stream``, output to our stdout (or appended to ``log``); returns its exit code.
+
+    The exit code is not the run's status: Flower returns 0 for a failed run (see :func:`last_run_status`).
+    """
     command = [
         flower_binary("flwr"),
         "run",
@@ -86,7 +90,11 @@ def flwr_run(
     ]
     if federation_config:
         command += ["--federation-config", key_values(federation_config)]
-    return subprocess.run(command, env=dict(env), check=False).returncode  # noqa: S603
+    if log is None:
+        return subprocess.run(command, env=dict(env), check=False).returncode  # noqa: S603
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8") as handle:
+        return subprocess.run(command, env=dict(env), stdout=handle, stderr=subprocess.STDOUT, check=False).returncode  # noqa: S603
 
 
 def last_run_status(connection: str, env: Mapping[str, str]) -> tuple[str, str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from endofed.config import load_config, load_site_config
 from endofed.errors import ConfigError
-from endofed.federated.runconfig import CONFIG_OVERRIDES, CONFIG_PATH, OUTPUT_DIR, SITE_CONFIGS
+from endofed.federated.runconfig import CONFIG_OVERRIDES, CONFIG_PATH, OUTPUT_DIR, RUN_KEY, SITE_CONFIGS
 from endofed.launch.flwr import (
     COMPLETED,
     env_path_with_venv,
@@ -41,6 +41,8 @@ class SimulationRequest:
         out_dir: where the server writes checkpoints, ``rounds.jsonl`` and ``summary.json``, and Flower its state.
         cpus_per_site: CPU share of each simulated site (Ray resources).
         gpus_per_site: GPU share of each simulated site (0 on CPU machines).
+        run_key: names the sites' local state folder (``federation/<run_key>``); '' = ``run-<Flower run id>``.
+        log: where ``flwr run``'s streamed output goes ('None': this process's stdout).
     """
 
     app_dir: Path
@@ -50,6 +52,8 @@ class SimulationRequest:
     out_dir: Path
     cpus_per_site: float = 1.0
     gpus_per_site: float = 0.0
+    run_key: str = ""
+    log: Path | None = None
 
 
 def find_site_yamls(items: Sequence[Path]) -> list[Path]:
@@ -120,13 +124,14 @@ def run_simulation(request: SimulationRequest) -> dict[str, Any]:
                 CONFIG_OVERRIDES: ";".join(request.overrides),
                 SITE_CONFIGS: ":".join(str(p) for p in request.site_yamls),
                 OUTPUT_DIR: str(out),
+                RUN_KEY: request.run_key,
             }
             federation = {
                 "num-supernodes": len(request.site_yamls),
                 "client-resources-num-cpus": request.cpus_per_site,
                 "client-resources-num-gpus": request.gpus_per_site,
             }
-            flwr_run(request.app_dir, CONNECTION, run_config, env, federation)
+            flwr_run(request.app_dir, CONNECTION, run_config, env, federation, request.log)
             run_id, status = last_run_status(CONNECTION, env)
         finally:
             superlink.stop()

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
 from endofed.config import ExperimentConfig, SiteConfig, to_dict
-from endofed.data.dataset import CachedVolumes
 from endofed.errors import DataError
 from endofed.io.checkpoint import config_hash, module_state, save_checkpoint
 from endofed.models.factory import build_mae
@@ -46,11 +46,15 @@ def model_seed(cfg: ExperimentConfig, purpose: str) -> int:
     return derive_seed(cfg.seed, "init", purpose)
 
 
-def _write_preview(
-    model: MaskedAutoencoder3D, dataset: CachedVolumes, cfg: ExperimentConfig, device: torch.device, path: Path
+def write_pretrain_preview(
+    model: MaskedAutoencoder3D,
+    dataset: Dataset[dict[str, torch.Tensor]],
+    cfg: ExperimentConfig,
+    device: torch.device,
+    path: Path,
 ) -> Path:
-    """Reconstruct the first cases of ``dataset`` with fixed masks and draw them."""
-    count = min(PREVIEW_CASES, len(dataset))
+    """Reconstruct the first cases of ``dataset`` with fixed masks and draw them (shows images: keep it local)."""
+    count = min(PREVIEW_CASES, len(dataset))  # type: ignore[arg-type]
     image = torch.stack([dataset[i]["image"] for i in range(count)]).to(device)
     generator = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, "preview"))
     previews = reconstruct_cases(model, image, cfg.pretrain, generator)
@@ -114,7 +118,7 @@ def pretrain_site(
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(metrics)
-    _write_preview(model, dataset, cfg, device, out_dir / PREVIEW_FILE)
+    write_pretrain_preview(model, dataset, cfg, device, out_dir / PREVIEW_FILE)
     cfg_dict = to_dict(cfg)
     metadata = {
         "kind": "encoder",

@@ -16,7 +16,7 @@ from endofed.compare.spec import ARM_TITLES, ARMS, FED_SSL, SCRATCH  # noqa: E40
 from endofed.compare.tables import ALL_SITES  # noqa: E402
 from endofed.compare.units import UnitResult  # noqa: E402
 
-COLOURS = dict(zip(ARMS, ("#7f7f7f", "#1f77b4", "#2ca02c", "#d62728", "#9467bd"), strict=True))
+COLOURS = dict(zip(ARMS, ("#7f7f7f", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b"), strict=True))
 
 
 def _finite(value: Any) -> float:
@@ -55,8 +55,8 @@ def plot_learning_curves(results: Sequence[UnitResult], local_epochs: int, path:
     seed = min((r.seed for r in results), default=0)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for result in results:
-        if result.seed != seed or result.fraction != 1.0:
-            continue
+        if result.seed != seed or result.fraction != 1.0 or result.arm not in COLOURS:
+            continue  # (the leave-one-site-out federations are not drawn)
         for name, history in result.history.items():
             phase, _, site = name.partition("/")
             ax = axes[0] if phase == "pretrain" else axes[1]

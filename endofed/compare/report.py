@@ -17,7 +17,7 @@ from typing import Any
 
 from endofed.compare.plots import plot_auc, plot_label_efficiency, plot_learning_curves
 from endofed.compare.runner import Context
-from endofed.compare.spec import ARM_TITLES, ARMS, FED_SSL, FED_SSL_FEDPROX, LOCAL_SSL, POOLED, SCRATCH
+from endofed.compare.spec import ARM_TITLES, ARMS, FED_SSL, FED_SSL_FEDPROX, LOCAL_SSL, LOSO, POOLED, SCRATCH
 from endofed.compare.tables import ALL_SITES, check_units, fmt, gather, paired_gain, seed_rows, summarise
 from endofed.compare.units import UnitResult
 
@@ -134,6 +134,7 @@ def generated_summary(gathered: Sequence[Any], n_boot: int, arms: Sequence[str])
         (FED_SSL, LOCAL_SSL, "Federating the pre-training (federated vs local MIM, both fine-tuned locally)"),
         (FED_SSL_FEDPROX, FED_SSL, "Federating the fine-tuning too (FedProx vs local fine-tuning)"),
         (POOLED, FED_SSL, "Pooling the data centrally (upper bound) vs federated MIM"),
+        (LOSO, SCRATCH, "A federation the site did not pre-train in (leave-one-site-out MIM vs scratch)"),
     ]
     lines = []
     for arm, baseline, what in pairs:

@@ -7,7 +7,9 @@ Arms (``endofed.compare.spec.ARMS``), all evaluated on the same held-out test pa
   then FedProx fine-tuning rounds; its predictions are the ``fed_ssl_fedprox`` arm's), then one local
   fine-tuning unit per site from the federated encoder (``fed_ssl``);
 * ``pooled``: one unit per seed trained on every site's data, predicting every site's test patients;
-* label efficiency: ``scratch`` and ``fed_ssl`` fine-tuned again on a share of each site's labels.
+* label efficiency: ``scratch`` and ``fed_ssl`` fine-tuned again on a share of each site's labels;
+* ``loso`` (optional): per site, a federation of the *other* sites (FedAvg MIM), then local fine-tuning at
+  the left-out site from that encoder: what a hospital gets from a federation it did not pre-train in.
 
 Finished units are kept (``unit.json``) and skipped when the command runs again, so an interrupted
 comparison resumes where it stopped.
@@ -31,6 +33,7 @@ from endofed.compare.spec import (
     FED_SSL_FEDPROX,
     FEDERATED_ARMS,
     LOCAL_SSL,
+    LOSO,
     POOLED,
     SCRATCH,
     CompareSpec,
@@ -53,6 +56,7 @@ from endofed.training.cohort import label_of, load_cohort
 
 LOGGER = logging.getLogger(__name__)
 FEDERATION = "federation"
+LOSO_FEDERATION = "loso_federation"  # the federation of the other sites (its own predictions are not an arm)
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,11 @@ def plan_units(spec: CompareSpec, site_names: Sequence[str]) -> list[PlannedUnit
             units += [PlannedUnit(f"{s}/{FED_SSL}/{site}", FED_SSL, seed, (site,)) for site in site_names]
         if POOLED in spec.arms:
             units.append(PlannedUnit(f"{s}/{POOLED}", POOLED, seed, tuple(site_names)))
+        if LOSO in spec.arms:
+            for site in site_names:
+                others = tuple(n for n in site_names if n != site)
+                units.append(PlannedUnit(f"{s}/{LOSO}/{FEDERATION}_without_{site}", LOSO_FEDERATION, seed, others))
+                units.append(PlannedUnit(f"{s}/{LOSO}/{site}", LOSO, seed, (site,)))
         for fraction in spec.label_fractions:
             for arm in (SCRATCH, FED_SSL):
                 if arm in spec.arms:
@@ -150,9 +159,17 @@ class Context:
         return self.spec.cpus_per_site, gpus
 
 
-def _federated_encoder(ctx: Context, seed: int) -> dict[str, torch.Tensor]:
-    tensors, _ = load_checkpoint(ctx.out / "units" / f"seed{seed}" / FEDERATION / "global_encoder_pretrain.safetensors")
+def _federated_encoder(ctx: Context, unit: PlannedUnit) -> dict[str, torch.Tensor]:
+    """The pre-trained global encoder this unit fine-tunes: the seed's federation, or the one without the site."""
+    folder = ctx.out / "units" / f"seed{unit.seed}"
+    folder = folder / LOSO / f"{FEDERATION}_without_{unit.sites[0]}" if unit.arm == LOSO else folder / FEDERATION
+    tensors, _ = load_checkpoint(folder / "global_encoder_pretrain.safetensors")
     return tensors
+
+
+def _left_out(ctx: Context, unit: PlannedUnit) -> int:
+    """Index of the site a leave-one-site-out federation leaves out (keeps run keys short and plain)."""
+    return next(i for i, s in enumerate(ctx.sites) if s.name not in unit.sites)
 
 
 def run_unit(ctx: Context, unit: PlannedUnit, on_federation: Callable[[Path], None] | None = None) -> UnitResult:
@@ -160,16 +177,17 @@ def run_unit(ctx: Context, unit: PlannedUnit, on_federation: Callable[[Path], No
     cfg = ctx.configs[unit.seed]
     folder = ctx.out / "units" / unit.name
     sites = [ctx.site(name) for name in unit.sites]
-    if unit.name.endswith(f"/{FEDERATION}"):
-        config_yaml = ctx.out / "configs" / f"seed{unit.seed}.yaml"
-        key = run_key(ctx.out, unit.seed)
+    if unit.arm in (FED_SSL_FEDPROX, LOSO_FEDERATION):
+        suffix = "" if unit.arm == FED_SSL_FEDPROX else f"_{len(sites)}sites"
+        config_yaml = ctx.out / "configs" / f"seed{unit.seed}{suffix}.yaml"
+        key = run_key(ctx.out, unit.seed) + ("" if unit.arm == FED_SSL_FEDPROX else f"-without-{_left_out(ctx, unit)}")
         result = federation_unit(cfg, sites, folder, config_yaml, ctx.app_dir, key, ctx.resources(), on_federation)
     else:
         if folder.exists():
             shutil.rmtree(folder)  # an unfinished attempt
         folder.mkdir(parents=True)
         dev = [label_subset(s, unit.fraction, unit.seed) for s in sites] if unit.fraction < 1 else None
-        encoder = _federated_encoder(ctx, unit.seed) if unit.arm == FED_SSL else None
+        encoder = _federated_encoder(ctx, unit) if unit.arm in (FED_SSL, LOSO) else None
         result = local_unit(cfg, sites, unit.arm, folder, unit.arm in (LOCAL_SSL, POOLED), encoder, dev)
     result.name, result.arm, result.fraction = unit.name, unit.arm, unit.fraction
     return result
@@ -179,6 +197,8 @@ def prepare(spec: CompareSpec, site_yamls: Sequence[Path], out: Path, app_dir: P
     """Load configs and sites, and write the resolved experiment, configs and code version into ``out``."""
     if not site_yamls:
         raise ConfigError("no sites: give --sites or list them under 'sites' in the experiment YAML")
+    if LOSO in spec.arms and len(site_yamls) < 3:
+        raise ConfigError(f"arm 'loso' needs at least 3 sites (a federation of the others), got {len(site_yamls)}")
     configs = {seed: spec.experiment_config(seed, len(site_yamls)) for seed in spec.seeds}
     sites = load_sites(site_yamls, configs[spec.seeds[0]])
     if fresh and out.exists():
@@ -186,6 +206,10 @@ def prepare(spec: CompareSpec, site_yamls: Sequence[Path], out: Path, app_dir: P
     (out / "configs").mkdir(parents=True, exist_ok=True)
     for seed, cfg in configs.items():
         (out / "configs" / f"seed{seed}.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        if LOSO in spec.arms:  # the federations of the other sites wait for one site fewer
+            fewer = spec.experiment_config(seed, len(site_yamls) - 1)
+            path = out / "configs" / f"seed{seed}_{len(site_yamls) - 1}sites.yaml"
+            path.write_text(yaml.safe_dump(to_dict(fewer), sort_keys=False))
     resolved = to_dict(spec) | {"sites": [str(s.yaml) for s in sites], "code_version": code_version(app_dir)}
     (out / "experiment.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     return Context(spec, sites, out, app_dir, configs)

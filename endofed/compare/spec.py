@@ -18,13 +18,16 @@ from endofed.config import ExperimentConfig, build, load_config, read_yaml
 from endofed.errors import ConfigError
 
 SCRATCH, LOCAL_SSL, FED_SSL, FED_SSL_FEDPROX, POOLED = "scratch", "local_ssl", "fed_ssl", "fed_ssl_fedprox", "pooled"
-ARMS = (SCRATCH, LOCAL_SSL, FED_SSL, FED_SSL_FEDPROX, POOLED)
+LOSO = "loso"  # optional: leave-one-site-out
+DEFAULT_ARMS = (SCRATCH, LOCAL_SSL, FED_SSL, FED_SSL_FEDPROX, POOLED)
+ARMS = (*DEFAULT_ARMS, LOSO)  # every known arm, in report order
 ARM_TITLES = {
     SCRATCH: "single-site, from scratch",
     LOCAL_SSL: "single-site MIM -> fine-tune",
     FED_SSL: "federated MIM (FedAvg) -> local fine-tune",
     FED_SSL_FEDPROX: "federated MIM (FedAvg) -> federated fine-tune (FedProx)",
     POOLED: "pooled (centralised) MIM + fine-tune",
+    LOSO: "federated MIM without the site (leave-one-site-out) -> local fine-tune",
 }
 FEDERATED_ARMS = (FED_SSL, FED_SSL_FEDPROX)
 
@@ -40,7 +43,7 @@ class CompareSpec:
     config: Path = Path("../tiny.yaml")  # experiment config every arm uses (model, data, optimisers)
     overrides: tuple[str, ...] = ()  # section.key=value overrides of that config
     sites: tuple[Path, ...] = ()  # site YAMLs or folders of site_*.yaml (the command line may give them instead)
-    arms: tuple[str, ...] = ARMS  # arms to run, a subset of ARMS
+    arms: tuple[str, ...] = DEFAULT_ARMS  # arms to run, from ARMS (loso: one extra federation per site)
     seeds: tuple[int, ...] = (0,)  # training seeds; results are mean +- sd over them
     split_seed: int = 0  # seed of every site's patient-level test split (the same for all arms and seeds)
     pretrain_epochs: int = 4  # MIM epochs per volume, in every pre-training arm

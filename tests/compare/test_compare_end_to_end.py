@@ -132,3 +132,19 @@ def test_compare_refuses_results_of_another_experiment(experiment, tmp_path, cap
     assert endofed_main([*base[:2], str(other), *base[3:]]) == 1
     err = capsys.readouterr().err
     assert "holds a result of a different experiment" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_leave_one_site_out_never_pretrains_on_the_left_out_site(experiment, tmp_path):
+    spec_path, sites = experiment
+    third = write_example_site(tmp_path / "east", n_subjects=12, seed=42, labelled_fraction=0.85, in_plane_mm=1.5,
+                               site_id="east")  # fmt: skip
+    out = tmp_path / "out"
+    argv = ["compare", "--experiment", str(spec_path), "--sites", *map(str, sites), str(third), "--out", str(out)]
+    assert endofed_main([*argv, "--app", str(ROOT), "--arms", "scratch", "loso"]) == 0
+    units = {u["name"]: u for u in _units(out)}
+    for name in ("north", "south", "east"):
+        federation = units[f"seed0/loso/federation_without_{name}"]
+        assert set(federation["pretrain_subjects"]) == {"north", "south", "east"} - {name}
+        assert set(units[f"seed0/loso/{name}"]["predictions"]) == {name}
+    assert "| loso |" in (out / "report.md").read_text()

@@ -67,3 +67,12 @@ def test_plan_orders_inputs_first_and_covers_every_arm():
 def test_plan_without_federated_arms_has_no_federation():
     units = plan_units(CompareSpec(arms=("scratch", "pooled"), label_fractions=()), ["a"])
     assert [u.name for u in units] == ["seed0/scratch/a", "seed0/pooled"]
+
+
+def test_plan_leave_one_site_out_federates_the_others_first():
+    units = plan_units(CompareSpec(arms=("loso",), label_fractions=()), ["a", "b", "c"])
+    assert [(u.name, u.arm, u.sites) for u in units[:2]] == [
+        ("seed0/loso/federation_without_a", "loso_federation", ("b", "c")),
+        ("seed0/loso/a", "loso", ("a",)),
+    ]
+    assert len(units) == 6

@@ -409,6 +409,22 @@ def verify_server_cert(ca_crt: Path, server_pem: Path, host: str, at: dt.datetim
         raise EndofedError(f"{server_pem} is not valid for host {host!r}; it covers: {listed}")
 
 
+def verify_ca_cert(ca_crt: Path, at: dt.datetime | None = None) -> None:
+    """Check the CA certificate a site trusts: readable, a CA, and valid now (or at ``at``).
+
+    Raises:
+        EndofedError: one line naming the file and the problem.
+    """
+    ca = load_certificate(ca_crt)
+    try:
+        is_ca = ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise EndofedError(f"{ca_crt} is not a CA certificate (give the federation's ca.crt)")
+    _check_validity(ca, Path(ca_crt), at or _utcnow())
+
+
 def verify_site_key(private_path: Path, public_path: Path | None = None) -> None:
     """Check a site's SuperNode key before ``flower-supernode`` uses it.
 

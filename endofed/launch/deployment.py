@@ -11,10 +11,12 @@ every message reads that site YAML.
 from __future__ import annotations
 
 import logging
+import socket
 import subprocess
 import time
 from pathlib import Path
 
+from endofed.certs import verify_ca_cert, verify_server_cert, verify_site_key
 from endofed.config import DataConfig, ServerConfig, SiteConfig
 from endofed.data.check import check_site
 from endofed.errors import ConfigError, DataError
@@ -39,6 +41,23 @@ def _require_files(**files: Path | None) -> None:
     for name, path in files.items():
         if path is None or not Path(path).is_file():
             raise ConfigError(f"{name.replace('_', ' ')} not found: {path} (create it with 'endofed certs')")
+
+
+def require_free_port(host: str, port: int) -> None:
+    """Refuse to start when something already listens on ``host:port`` (e.g. another SuperLink).
+
+    Without this check the new SuperLink would fail to bind, but our own readiness probe would reach the
+    *other* process and the run could be submitted to it.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the SuperLink: TIME_WAIT is no conflict
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"port {port} on {host} is already in use ({exc.strerror}): another SuperLink or service is "
+                "running; stop it or set another 'port' in the server config"
+            ) from None
 
 
 def superlink_command(server: ServerConfig) -> list[str]:
@@ -81,6 +100,8 @@ def run_server(server: ServerConfig, overrides: list[str]) -> Path:
         _require_files(site_public_key=key)
     if not server.site_public_keys:
         raise ConfigError("no site_public_keys in the server config: no hospital could join")
+    verify_server_cert(server.ca_certificate, server.server_certificate, server.address)
+    require_free_port(server.host, server.port)
     app_dir = server.app_dir or find_app_dir(Path.cwd())
     out = server.output_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -123,6 +144,9 @@ def prepare_client(site: SiteConfig, site_yaml: Path, data: DataConfig) -> list[
         ConfigError: the CA certificate or the private key is missing.
     """
     _require_files(root_certificates=site.root_certificates, private_key=site.private_key)
+    assert site.root_certificates is not None and site.private_key is not None  # checked just above
+    verify_ca_cert(site.root_certificates)
+    verify_site_key(site.private_key)
     check = check_site(site, data)
     if not check.passport["ready"]:
         failures = check.passport["failures"] or "no usable case"

@@ -65,3 +65,29 @@ def validate_update(state: StateLike, reference_state: StateLike, max_norm_ratio
     if max_norm_ratio is not None and ratio > max_norm_ratio:
         raise ValueError(f"update norm is {ratio:.3g} x the global norm, above the bound {max_norm_ratio:g}")
     return ratio
+
+
+def validate_num_examples(claimed: object, max_examples: int = 0, previous: int | None = None) -> int:
+    """Reject a site's ``num-examples`` (its FedAvg weight) that cannot be true.
+
+    A site could inflate its weight to dominate the average. The claim must be a whole number >= 1, at
+    most ``max_examples`` (0 = no cap; set it from the sites' data passports), and, within one phase of a
+    run, equal to what the same site claimed before (``previous``): its training set does not change
+    between rounds.
+
+    Returns:
+        The count as an int.
+
+    Raises:
+        ValueError: one line naming the problem.
+    """
+    if isinstance(claimed, bool) or not isinstance(claimed, (int, float)) or not math.isfinite(claimed):
+        raise ValueError(f"num-examples must be a number, got {claimed!r}")
+    if claimed != int(claimed) or claimed < 1:
+        raise ValueError(f"num-examples must be a whole number >= 1, got {claimed!r}")
+    count = int(claimed)
+    if max_examples and count > max_examples:
+        raise ValueError(f"num-examples {count} is above the bound of {max_examples} volumes per site")
+    if previous is not None and count != previous:
+        raise ValueError(f"num-examples changed from {previous} to {count} within the phase")
+    return count

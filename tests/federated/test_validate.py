@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from endofed.federated.validate import update_norm_ratio, validate_update
+from endofed.federated.validate import update_norm_ratio, validate_num_examples, validate_update
 from endofed.federated.weights import encoder_state
 
 
@@ -71,3 +71,20 @@ def test_a_real_encoder_update(tiny_mae):
     numel = sum(v.numel() for v in reference.values())
     expected = math.sqrt(numel * 1e-6) / math.sqrt(sum(float((v.double() ** 2).sum()) for v in reference.values()))
     assert ratio == pytest.approx(expected, rel=1e-3)
+
+
+def test_num_examples_must_be_plausible():
+    assert validate_num_examples(12.0) == 12 and validate_num_examples(7, max_examples=7, previous=7) == 7
+    for claimed, message in [
+        (0, "whole number >= 1"),
+        (2.5, "whole number"),
+        (float("nan"), "must be a number"),
+        (True, "must be a number"),
+        ("12", "must be a number"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            validate_num_examples(claimed)
+    with pytest.raises(ValueError, match="above the bound of 100"):
+        validate_num_examples(1_000_000, max_examples=100)
+    with pytest.raises(ValueError, match="changed from 40 to 4000"):
+        validate_num_examples(4000, previous=40)

@@ -28,6 +28,7 @@ from endofed.ssl.prefetch import device_batches
 from endofed.ssl.pretrain import NO_DECAY_NAMES, epoch_seed, lr_at
 
 LOGGER = logging.getLogger(__name__)
+DROP_PATH_SALT = 0x5EED_D809  # separates the stochastic-depth stream from the augmentation stream
 ADAMW_BETAS = (0.9, 0.999)  # MAE's fine-tuning choice
 FINETUNE_KEYS = ("image", "mask", "label")
 
@@ -288,7 +289,10 @@ def finetune_epochs(
     history = []
     for epoch in range(first_epoch, first_epoch + epochs):
         generator = torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch))
-        metrics = _run_epoch(model, loader, optimizer, plan, generator, epoch * batches, on_step)
+        # Stochastic depth draws from the global RNG: seed it per epoch, inside a fork so the caller's stays put.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(epoch_seed(seed, epoch) ^ DROP_PATH_SALT)
+            metrics = _run_epoch(model, loader, optimizer, plan, generator, epoch * batches, on_step)
         history.append({"epoch": float(epoch), **metrics})
         LOGGER.debug("fine-tuning epoch %d: %s", epoch, metrics)
     return history

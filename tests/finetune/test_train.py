@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -142,6 +144,21 @@ def test_same_seed_same_run():
             [h["loss"] for h in finetune_epochs(fresh_classifier(), loader, cfg, CPU, seed=3, class_counts=[4, 4])]
         )
     assert runs[0] == runs[1]
+
+
+def test_stochastic_depth_is_seeded_and_leaves_the_global_rng_alone():
+    cfg = FinetuneConfig(epochs=2, batch_size=4, warmup_epochs=0)
+    model_cfg = dataclasses.replace(MODEL, drop_path=0.5)
+    weights = []
+    for noise in (0, 7):
+        torch.manual_seed(noise)  # the caller's global RNG differs between the two runs
+        model = build_classifier(model_cfg, ROI, generator=torch.Generator().manual_seed(0))
+        loader = DataLoader(separable_cases(8), batch_size=4)
+        before = torch.random.get_rng_state()
+        finetune_epochs(model, loader, cfg, CPU, seed=3, class_counts=[4, 4])
+        assert torch.equal(torch.random.get_rng_state(), before)  # fine-tuning drew nothing from it
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(weights[0], weights[1])
 
 
 def test_refuses_missing_class_counts_and_empty_loader():

@@ -6,11 +6,12 @@ with the same encoder (default: configs/default.yaml, ViT-B size):
   endofed  the real ClientApp: site data check, model build, local state load/save, training, encode
 From the per-site timings the ClientApps report (t-startup, t-site, t-decode, t-local, t-encode, train-seconds)
 and the server's round log, it prints per round: round time, training time, endofed's extra time over echo, and
-the bytes down/up per site. It then projects the overhead as a share of a round for 1, 5 and 20 local epochs of
-100 volumes, given a GPU epoch time (--gpu-epoch-s, an assumption: this machine has no GPU).
+the bytes down/up per site, also as a share of the full MAE (encoder + decoder) in fp32. It then projects the
+overhead as a share of a round for 1, 5 and 20 local epochs of 100 volumes, given a GPU epoch time
+(--gpu-epoch-s, an assumption: this machine has no GPU).
 
 Usage: python benchmarks/federation_overhead.py [--sites 3] [--rounds 3] [--config configs/default.yaml]
-           [--subjects 4] [--transport fp32|bf16] [--gpu-epoch-s 0.5]
+           [--subjects 4] [--transport fp32|bf16|delta_int8] [--gpu-epoch-s 0.5]
 Takes minutes on a CPU machine (a ViT-B local step on CPU is slow; training time is reported and subtracted).
 """
 
@@ -26,16 +27,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
+from endofed.config import TRANSPORTS, load_config
 from endofed.federated.runconfig import CONFIG_OVERRIDES, CONFIG_PATH, ECHO, NODE_SITE_CONFIG, OUTPUT_DIR
 from endofed.launch.flwr import env_path_with_venv, flower_binary, flwr_run, last_run_status, write_connection
 from endofed.launch.processes import Child, flower_env, free_port, wait_for_port
+from endofed.models import build_mae
 from endofed.synth.cohort import generate
 from endofed.synth.profile import load_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 CONNECTION = "bench"
+RUN_WAIT_S = 3600.0  # `flwr run --stream` can return before the run ends (its log stream drops); then we poll
 
 
 def make_sites(out: Path, count: int, subjects: int) -> list[Path]:
@@ -67,8 +72,11 @@ def run_once(root: Path, site_yamls: list[Path], run_config: dict[str, Any]) -> 
             nodes.append(Child(f"SuperNode {index}", command, out / f"supernode{index}.log", env))
         started = time.perf_counter()
         flwr_run(ROOT, CONNECTION, run_config, env)
-        wall = time.perf_counter() - started
         run_id, status = last_run_status(CONNECTION, env)
+        while not status.startswith("finished") and time.perf_counter() - started < RUN_WAIT_S:
+            time.sleep(5.0)
+            run_id, status = last_run_status(CONNECTION, env)
+        wall = time.perf_counter() - started
         if status != "finished:completed":
             raise SystemExit(f"run {run_id} ended {status}; see {out}")
     finally:
@@ -83,8 +91,25 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
-def report(echo: list[dict[str, Any]], ours: list[dict[str, Any]], gpu_epoch_s: float) -> None:
-    """Print the per-round table and the projected overhead shares."""
+def full_mae_fp32_bytes(config: str, overrides: list[str]) -> int:
+    """Bytes of every weight of the MAE (encoder + decoder) in fp32: the yardstick of the issue's byte targets."""
+    cfg = load_config(config, overrides)
+    with torch.device("meta"):  # shapes only, no memory
+        model = build_mae(cfg.model, cfg.data.roi_size)
+    return 4 * sum(t.numel() for t in model.state_dict().values())
+
+
+def report_bytes(ours: list[dict[str, Any]], mae_bytes: int) -> None:
+    """Bytes per round per site, as a share of the full MAE in fp32 (one way and both ways)."""
+    site = ours[0]["sites"][0]
+    down, up = site["bytes_down"], site["bytes_up"]
+    print(f"\nbytes per round per site: down {down / 1e6:.1f} MB ({down / mae_bytes:.1%} of the full MAE in fp32, "
+          f"{mae_bytes / 1e6:.1f} MB), up {up / 1e6:.1f} MB ({up / mae_bytes:.1%}); "
+          f"both ways {(down + up) / (2 * mae_bytes):.1%} of the full MAE sent both ways in fp32")  # fmt: skip
+
+
+def report(echo: list[dict[str, Any]], ours: list[dict[str, Any]], gpu_epoch_s: float, mae_bytes: int) -> None:
+    """Print the per-round table, the bytes and the projected overhead shares."""
     header = ("round", "echo s", "endofed s", "train s", "extra s", "MB down", "MB up")
     print("\n" + " ".join(f"{h:>9s}" for h in header))
     extras = []
@@ -95,12 +120,22 @@ def report(echo: list[dict[str, Any]], ours: list[dict[str, Any]], gpu_epoch_s: 
         site = o["sites"][0]
         row = (e["round_seconds"], o["round_seconds"], train, extra, site["bytes_down"] / 1e6, site["bytes_up"] / 1e6)
         print(f"{o['round']:9d} " + " ".join(f"{v:9.1f}" for v in row))
+    report_bytes(ours, mae_bytes)
     keys = ("t-startup", "t-site", "t-decode", "t-local", "train-seconds", "t-encode")
     print("\nper site, median over rounds and sites (s): " + ", ".join(
         f"{k} {median([s.get(k, 0.0) for r in ours for s in r['sites']]):.2f}" for k in keys))  # fmt: skip
+    for label, rounds in (("round 1", ours[:1]), ("later rounds", ours[1:])):
+        local = [s.get("t-local", 0.0) - s.get("train-seconds", 0.0) for r in rounds for s in r["sites"]]
+        print(f"  t-local beyond training (model build, local state load/save), {label}: {median(local):.2f} s")
     echo_round, extra = median([r["round_seconds"] for r in echo]), median(extras)
     print(f"\nmedian echo round {echo_round:.1f} s; endofed adds {extra:.1f} s beyond training "
           f"({extra / echo_round:+.0%} of the echo round; target <= +20%)")  # fmt: skip
+    own = median([sum(s.get(k, 0.0) for k in ("t-site", "t-decode", "t-encode")) + s.get("t-local", 0.0)
+                  - s.get("train-seconds", 0.0) for r in ours for s in r["sites"]])  # fmt: skip
+    print(f"  of which endofed's own work in a ClientApp (site check, decode, model build, local state, encode): "
+          f"{own:.1f} s per site ({own / echo_round:+.0%}); the rest lies outside the ClientApps' timed work "
+          f"(Flower's transfers and process starts, slowed by the other sites' training on this machine's shared "
+          f"cores; a real site has its own)")  # fmt: skip
     print(f"projected with a GPU epoch of 100 volumes = {gpu_epoch_s:.2f} s (assumption, --gpu-epoch-s):")
     for epochs in (1, 5, 20):
         round_s = echo_round + extra + epochs * gpu_epoch_s
@@ -116,7 +151,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--subjects", type=int, default=4, help="subjects per site (1 test patient is held out)")
     parser.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
-    parser.add_argument("--transport", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--transport", default="fp32", choices=TRANSPORTS)
     parser.add_argument("--gpu-epoch-s", type=float, default=0.5)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
@@ -136,7 +171,7 @@ def main() -> None:
             wall, records = run_once(root, site_yamls, run_config)
             print(f"{mode}: {args.rounds} rounds in {wall:.0f} s")
             results[mode] = records
-        report(results["echo"], results["endofed"], args.gpu_epoch_s)
+        report(results["echo"], results["endofed"], args.gpu_epoch_s, full_mae_fp32_bytes(args.config, overrides))
     finally:
         if args.keep:
             print(f"kept {root}")

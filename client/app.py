@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
-import torch  # noqa: F401  (ArrayRecord's torch conversions need torch imported in this process)
+import numpy as np
+import torch  # ArrayRecord's torch conversions need torch imported in this process
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
 from endofed.config import load_site_config
 from endofed.federated.audit import append_audit, audit_outgoing
-from endofed.federated.bytes import from_transport, to_transport
+from endofed.federated.bytes import from_transport, link_modes, payload_shapes, to_transport, zero_delta
 from endofed.federated.runconfig import ECHO, RUN_KEY, experiment_config, site_config_path
 from endofed.training.federated_site import NUM_EXAMPLES_KEY, FederatedSite, RoundPlan
 
@@ -27,7 +29,7 @@ _SITES: dict[tuple[str, str], FederatedSite] = {}  # simulation reuses processes
 
 
 def _echo(context: Context) -> bool:
-    """Benchmark baseline mode: return what was received (measures Flower's own cost per round)."""
+    """Benchmark baseline mode: reply with as many bytes as received, no training (Flower's own cost per round)."""
     return bool(context.run_config.get(ECHO, False))
 
 
@@ -50,7 +52,8 @@ def outgoing_audit(msg: Message, context: Context, call_next: ClientAppCallable)
     if reply.has_error() or _echo(context):
         return reply
     site = _site(context)
-    allowed = {k: tuple(v.shape) for record in msg.content.array_records.values() for k, v in record.items()}
+    received = {k: tuple(v.shape) for record in msg.content.array_records.values() for k, v in record.items()}
+    allowed = payload_shapes(received, _reply_mode(msg))  # the received encoder, in the reply's wire format
     content = reply.content
     arrays = {k: tuple(v.shape) for record in content.array_records.values() for k, v in record.items()}
     metrics = {k: v for record in content.metric_records.values() for k, v in record.items()}
@@ -81,11 +84,42 @@ def _partition_metric(context: Context) -> dict[str, int]:
     return {} if partition is None else {"partition-id": int(str(partition))}
 
 
-def _received(msg: Message) -> tuple[dict[str, object], str]:
-    """The encoder sent by the server as float32, and the wire format to reply in."""
-    mode = str(msg.content["config"].get("transport", "fp32"))
+def _transport(msg: Message) -> str:
+    """The federation's transport named by the server (``fp32`` when it names none)."""
+    return str(msg.content["config"].get("transport", "fp32"))
+
+
+def _reply_mode(msg: Message) -> str:
+    """The codec of this site's reply (``delta_int8``: a delta against the received weights)."""
+    return link_modes(_transport(msg))[1]
+
+
+def _received(msg: Message) -> tuple[dict[str, np.ndarray], str]:
+    """The encoder sent by the server as float32, and the codec to reply in."""
+    down, up = link_modes(_transport(msg))
     arrays = {k: v.numpy() for k, v in msg.content["arrays"].items()}
-    return dict(from_transport(arrays, mode)), mode
+    return from_transport(arrays, down), up
+
+
+def _reply_arrays(state: Mapping[str, torch.Tensor], mode: str, received: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """The trained encoder in the reply's codec (a delta is taken against exactly the weights received)."""
+    return ArrayRecord({k: Array(v) for k, v in to_transport(state, mode, received).items()})
+
+
+def _echo_reply(msg: Message) -> ArrayRecord:
+    """The echo baseline's reply: as many bytes as a real reply, in the reply's codec, and no training.
+
+    Flower stores arrays by content hash and does not push an object the SuperLink already holds, so sending
+    the received arrays back unchanged would move almost nothing up. Each array is rolled by one element
+    instead (same bytes, new content). A delta reply carries the low byte of every received value with scale 0:
+    as many bytes as a real delta, decoding to exactly the weights sent.
+    """
+    received = {k: v.numpy() for k, v in msg.content["arrays"].items()}
+    if _reply_mode(msg) != "delta_int8":
+        return ArrayRecord({k: Array(np.roll(v, 1)) for k, v in received.items()})
+    payload = zero_delta({k: v.shape for k, v in received.items()})
+    payload |= {k: v.astype(np.int8) for k, v in received.items()}  # wraps to the low byte; scale 0 ignores it
+    return ArrayRecord({k: Array(v) for k, v in payload.items()})
 
 
 @app.train()
@@ -94,7 +128,7 @@ def train(msg: Message, context: Context) -> Message:
     started, startup = time.perf_counter(), process_age_s()
     if _echo(context):
         metrics: dict[str, float | int] = {NUM_EXAMPLES_KEY: 1}
-        return Message(RecordDict({"arrays": msg.content["arrays"], "metrics": MetricRecord(metrics)}), reply_to=msg)
+        return Message(RecordDict({"arrays": _echo_reply(msg), "metrics": MetricRecord(metrics)}), reply_to=msg)
     config = msg.content["config"]
     plan = RoundPlan(
         phase=str(config["phase"]),
@@ -109,7 +143,7 @@ def train(msg: Message, context: Context) -> Message:
     decoded = time.perf_counter()
     state, metrics = site.train(shared, plan)
     trained = time.perf_counter()
-    wire = {k: Array(v) for k, v in to_transport(state, mode).items()}
+    wire = _reply_arrays(state, mode, shared)
     metrics |= _partition_metric(context)
     metrics |= {
         "t-startup": startup,  # process start -> handler (imports, Flower's ClientApp set-up)
@@ -118,7 +152,7 @@ def train(msg: Message, context: Context) -> Message:
         "t-local": trained - decoded,  # model build, local state load/save, and the training itself
         "t-encode": time.perf_counter() - trained,
     }
-    content = RecordDict({"arrays": ArrayRecord(wire), "metrics": MetricRecord(metrics)})
+    content = RecordDict({"arrays": wire, "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
 
 

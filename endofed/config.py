@@ -30,7 +30,7 @@ T = TypeVar("T")
 
 MASK_MODES = ("shared", "independent", "modality_drop")
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "trimmed_mean")
-TRANSPORTS = ("fp32", "bf16")
+TRANSPORTS = ("fp32", "bf16", "delta_int8")
 INTERPOLATIONS = ("linear", "bspline", "nearest")
 SPLITS = ("train", "val", "test")
 
@@ -193,7 +193,9 @@ class FederationConfig:
     min_sites: int = 2  # sites required to start and in every round
     round_timeout_s: float = 3600.0  # a site that has not replied by then is dropped from the round
     finetune_strategy: str = "same"  # strategy of the fine-tuning phase: same (as strategy) or one of strategy's
-    transport: str = "fp32"  # encoder arrays on the wire: fp32 | bf16 (half the bytes; master weights stay fp32)
+    # delta_int8: sites reply with int8 deltas against the bf16 weights they received (a quarter of the fp32 bytes),
+    # which the server adds to its weights; master weights stay fp32 in every mode.
+    transport: str = "fp32"  # encoder on the wire: fp32 | bf16 (half the bytes) | delta_int8 (bf16 down, int8 up)
 
     def __post_init__(self) -> None:
         _require(

@@ -4,6 +4,11 @@ The mixin extends the strategy hooks only (``configure_train``, ``aggregate_trai
 the round loop stays Flower's. Per round it validates each site's update against the weights sent, drops a
 broken one with a log line, and appends a JSON line: per site the volumes used, training loss, bytes down
 and up, and the wall time of the round and of the aggregation.
+
+Wire formats (``federation.transport``, codecs in :mod:`endofed.federated.bytes`): the server keeps float32
+master weights and aggregates float32 arrays whatever travels. ``bf16`` sends bfloat16 both ways. ``delta_int8``
+sends bfloat16 down and receives int8 deltas against exactly those bf16 weights; the server adds each decoded
+delta to its float32 master weights (not to their bf16 copy), so an update smaller than a bf16 step is not lost.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, FedTrimmedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from endofed.config import FederationConfig
-from endofed.federated.bytes import from_transport, state_nbytes, to_transport
+from endofed.federated.bytes import from_transport, link_modes, state_nbytes, to_transport
 from endofed.federated.validate import validate_update
 from endofed.training.federated_site import FINETUNE
 from endofed.training.records import JsonlWriter
@@ -44,18 +49,18 @@ def _numpy(arrays: ArrayRecord) -> dict[str, np.ndarray]:
     return {key: value.numpy() for key, value in arrays.items()}
 
 
-def encode(arrays: ArrayRecord, mode: str) -> ArrayRecord:
-    """Arrays as they go on the wire (``bf16``: raw bfloat16 bits in uint16 arrays)."""
+def encode(arrays: ArrayRecord, mode: str, reference: dict[str, np.ndarray] | None = None) -> ArrayRecord:
+    """Arrays as they go on the wire in codec ``mode`` (``reference``: the state a delta is taken against)."""
     if mode == "fp32":
         return arrays
-    return ArrayRecord({k: Array(v) for k, v in to_transport(_numpy(arrays), mode).items()})
+    return ArrayRecord({k: Array(v) for k, v in to_transport(_numpy(arrays), mode, reference).items()})
 
 
-def decode(arrays: ArrayRecord, mode: str) -> ArrayRecord:
-    """Float32 arrays from the wire format."""
+def decode(arrays: ArrayRecord, mode: str, reference: dict[str, np.ndarray] | None = None) -> ArrayRecord:
+    """Float32 arrays from the wire format (``reference``: what a delta is added to)."""
     if mode == "fp32":
         return arrays
-    return ArrayRecord({k: Array(v) for k, v in from_transport(_numpy(arrays), mode).items()})
+    return ArrayRecord({k: Array(v) for k, v in from_transport(_numpy(arrays), mode, reference).items()})
 
 
 class RoundLogMixin:
@@ -63,45 +68,81 @@ class RoundLogMixin:
 
     phase: str = ""
     transport: str = "fp32"
+    down: str = "fp32"  # codec server -> site
+    up: str = "fp32"  # codec site -> server
     writer: JsonlWriter | None = None
     last_evaluation: dict[int, dict[str, float]]
 
     def setup_logging(self, phase: str, writer: JsonlWriter | None, transport: str = "fp32") -> None:
         """Name the phase, where round records go, and the wire format of the arrays."""
         self.phase, self.writer, self.last_evaluation, self.transport = phase, writer, {}, transport
+        self.down, self.up = link_modes(transport)
         self._sent: dict[str, np.ndarray] = {}
+        self._base: dict[str, np.ndarray] = {}
         self._round_started = time.perf_counter()
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Encode for the wire, remember what is sent (to validate replies and count bytes), configure as usual."""
-        wire = encode(arrays, self.transport)
-        self._sent = _numpy(decode(wire, self.transport))  # what the sites actually receive
-        self._sent_bytes = state_nbytes(_numpy(wire))
-        self._round_started = time.perf_counter()
+        """Encode for the wire, remember what is sent (to decode and validate replies, count bytes), configure."""
+        wire = self.prepare_round(arrays)
         config["transport"] = self.transport
         messages = super().configure_train(server_round, wire, config, grid)  # type: ignore[misc]
         if hasattr(self, "current_arrays"):  # FedOpt family: its server optimiser works on float32 weights
-            self.current_arrays = dict(self._sent)
+            self.current_arrays = dict(self._base)
         return messages  # type: ignore[no-any-return]
+
+    def prepare_round(self, arrays: ArrayRecord) -> ArrayRecord:
+        """The global weights encoded for the down-link; remembers what the sites receive and the master weights.
+
+        Args:
+            arrays: the float32 global (master) weights of this round.
+
+        Returns:
+            The arrays to send.
+        """
+        wire = encode(arrays, self.down)
+        self._sent = _numpy(decode(wire, self.down))  # what the sites actually receive (their delta reference)
+        # Decoded replies are relative to this: the float32 master weights for deltas, else what was sent.
+        self._base = {k: np.array(v, dtype=np.float32) for k, v in _numpy(arrays).items()} if self.delta else self._sent
+        self._sent_bytes = state_nbytes(_numpy(wire))
+        self._round_started = time.perf_counter()
+        return wire
+
+    @property
+    def delta(self) -> bool:
+        """Whether sites reply with deltas (decoded as the float32 master weights + delta) or whole weights."""
+        return self.up == "delta_int8"
+
+    def decode_reply(self, arrays: ArrayRecord) -> ArrayRecord:
+        """A site's reply as float32 weights: its delta added to the master weights, or its decoded weights.
+
+        Raises:
+            ValueError: if the payload does not fit the wire format, or the weights do not fit those sent.
+        """
+        decoded = decode(arrays, self.up, self._base if self.delta else None)
+        validate_update(_numpy(decoded), self._sent)
+        return decoded
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Evaluation messages carry the encoder in the same wire format."""
         config["transport"] = self.transport
-        return super().configure_evaluate(server_round, encode(arrays, self.transport), config, grid)  # type: ignore[misc]
+        return super().configure_evaluate(server_round, encode(arrays, self.down), config, grid)  # type: ignore[misc]
 
     def _valid(self, replies: list[Message]) -> list[Message]:
-        """Replies whose update matches the sent weights in keys, shapes, dtypes and finiteness."""
+        """Replies decoded to float32 whose update matches the sent weights in keys, shapes, dtypes and finiteness.
+
+        A reply that cannot be decoded or does not match is dropped with a log line (it never stops the run).
+        """
         kept = []
         for reply in replies:
             if reply.has_error():
                 kept.append(reply)  # Flower counts and logs failures itself
                 continue
             try:
-                validate_update(_numpy(reply.content["arrays"]), self._sent)
+                reply.content["arrays"] = self.decode_reply(reply.content["arrays"])
             except (ValueError, KeyError) as exc:
                 LOGGER.warning("round update of node %s rejected: %s", reply.metadata.src_node_id, exc)
                 continue
@@ -115,10 +156,7 @@ class RoundLogMixin:
         received = list(replies)
         up_bytes = {int(r.metadata.src_node_id): state_nbytes(_numpy(r.content["arrays"])) for r in received
                     if not r.has_error()}  # fmt: skip
-        for reply in received:  # back to float32 before validation and averaging
-            if not reply.has_error():
-                reply.content["arrays"] = decode(reply.content["arrays"], self.transport)
-        kept = self._valid(received)
+        kept = self._valid(received)  # back to float32 before averaging
         started = time.perf_counter()
         arrays, metrics = super().aggregate_train(server_round, kept)  # type: ignore[misc]
         aggregation = time.perf_counter() - started

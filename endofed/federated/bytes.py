@@ -13,9 +13,16 @@ plain numpy arrays:
   Both sides must hold the same reference (the global state of the round).
 
 Decoded states are always float32.
+
+A federation's ``transport`` (``federation.transport``) names the codec of each direction (:func:`link_modes`):
+``fp32`` and ``bf16`` use their codec both ways; ``delta_int8`` sends the global weights down as ``bf16`` (a site
+holds no earlier global state to take a delta against: every message starts a fresh process) and the site's
+update up as ``delta_int8`` against exactly the bf16 weights it received, which the server also knows.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -23,6 +30,7 @@ import torch
 from endofed.federated.arrays import StateLike, key_mismatch, state_to_numpy, to_numpy
 
 TRANSPORT_MODES = ("fp32", "bf16", "delta_int8")
+_LINKS = {"fp32": ("fp32", "fp32"), "bf16": ("bf16", "bf16"), "delta_int8": ("bf16", "delta_int8")}
 SCALE_SUFFIX = "#scale"
 INT8_LEVELS = 127  # symmetric: -127..127, so that q and -q are both representable
 
@@ -47,6 +55,40 @@ def _check_mode(mode: str) -> None:
     """Raise ``ValueError`` unless ``mode`` is one of :data:`TRANSPORT_MODES`."""
     if mode not in TRANSPORT_MODES:
         raise ValueError(f"transport mode must be one of {TRANSPORT_MODES}, got {mode!r}")
+
+
+def link_modes(transport: str) -> tuple[str, str]:
+    """The codecs of a federation transport: ``(down, up)``, server -> site and site -> server.
+
+    Example: ``link_modes("delta_int8") == ("bf16", "delta_int8")``.
+
+    Raises:
+        ValueError: on an unknown transport.
+    """
+    _check_mode(transport)
+    return _LINKS[transport]
+
+
+def payload_shapes(shapes: Mapping[str, tuple[int, ...]], mode: str) -> dict[str, tuple[int, ...]]:
+    """Keys and shapes of the payload that encodes a state of these shapes in ``mode``.
+
+    Example: ``{"w": (3, 4)}`` is ``{"w": (3, 4)}`` in fp32 and bf16, ``{"w": (3, 4), "w#scale": (1,)}``
+    in delta_int8. The outgoing audit of a site allows exactly this for the encoder it received.
+    """
+    _check_mode(mode)
+    layout = {key: tuple(shape) for key, shape in shapes.items()}
+    if mode == "delta_int8":
+        layout |= {key + SCALE_SUFFIX: (1,) for key in shapes}
+    return layout
+
+
+def zero_delta(shapes: Mapping[str, tuple[int, ...]]) -> NumpyState:
+    """The delta_int8 payload of an unchanged state (every ``q`` and every scale 0), without any reference."""
+    payload: NumpyState = {}
+    for key, shape in shapes.items():
+        payload[key] = np.zeros(shape, dtype=np.int8)
+        payload[key + SCALE_SUFFIX] = np.zeros(1, dtype=np.float32)
+    return payload
 
 
 def bf16_bits(values: np.ndarray) -> np.ndarray:

@@ -126,6 +126,16 @@ def init_weights(module: nn.Module, generator: torch.Generator | None = None) ->
             nn.init.zeros_(sub.bias)
 
 
+def init_normal(tensor: torch.Tensor, std: float, generator: torch.Generator | None = None) -> None:
+    """``nn.init.normal_(tensor, std=std)`` with zero mean; a meta tensor (no values) is left as it is.
+
+    On the meta device torch runs its Python reference of ``normal_``, whose first call imports the compiler
+    stack (about a second in a fresh process); a model built there gets its weights from a state dict anyway.
+    """
+    if not tensor.is_meta:
+        nn.init.normal_(tensor, std=std, generator=generator)
+
+
 def sincos_position_embedding_3d(grid: tuple[int, int, int], dim: int, temperature: float = 10000.0) -> torch.Tensor:
     """Fixed 3D sine-cosine position embedding of a patch grid (a pure function, never trained).
 
@@ -139,7 +149,8 @@ def sincos_position_embedding_3d(grid: tuple[int, int, int], dim: int, temperatu
         temperature: longest wavelength scale.
 
     Returns:
-        ``(gx * gy * gz, dim)`` float32.
+        ``(gx * gy * gz, dim)`` float32 on the CPU (also inside a ``torch.device("meta")`` context, so that a
+        model built there without weights still has its fixed tables).
 
     Raises:
         ValueError: if ``dim < 6``.
@@ -147,8 +158,9 @@ def sincos_position_embedding_3d(grid: tuple[int, int, int], dim: int, temperatu
     freqs = dim // 6
     if freqs < 1:
         raise ValueError(f"sin-cos position embedding needs dim >= 6, got {dim!r}")
-    omega = temperature ** (-torch.arange(freqs, dtype=torch.float64) / freqs)  # (F,)
-    axes = torch.meshgrid(*(torch.arange(g, dtype=torch.float64) for g in grid), indexing="ij")
+    cpu = torch.device("cpu")  # explicit: a real table also when a model is built under a meta device context
+    omega = temperature ** (-torch.arange(freqs, dtype=torch.float64, device=cpu) / freqs)  # (F,)
+    axes = torch.meshgrid(*(torch.arange(g, dtype=torch.float64, device=cpu) for g in grid), indexing="ij")
     parts = []
     for coord in axes:
         angles = coord.reshape(-1, 1) * omega  # (L, F)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from endofed.models.blocks import LAYER_NORM_EPS, Block, init_weights, sincos_position_embedding_3d
+from endofed.models.blocks import LAYER_NORM_EPS, Block, init_normal, init_weights, sincos_position_embedding_3d
 from endofed.models.vit3d import ViT3D
 from endofed.ssl.masking import visible_indices
 
@@ -64,8 +64,8 @@ class MaskedAutoencoder3D(nn.Module):
 
         for module in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
             init_weights(module, generator)
-        nn.init.normal_(self.mask_token, std=0.02, generator=generator)
-        nn.init.normal_(self.decoder_modality_embed, std=0.02, generator=generator)
+        init_normal(self.mask_token, std=0.02, generator=generator)
+        init_normal(self.decoder_modality_embed, std=0.02, generator=generator)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, num_visible: int | None = None) -> torch.Tensor:
         """Encode the visible tokens and predict every token.

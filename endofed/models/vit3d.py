@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from endofed.models.blocks import LAYER_NORM_EPS, Block, init_weights, sincos_position_embedding_3d
+from endofed.models.blocks import LAYER_NORM_EPS, Block, init_normal, init_weights, sincos_position_embedding_3d
 from endofed.ssl.patches import grid_size, patchify
 
 
@@ -94,12 +94,12 @@ class ViT3D(nn.Module):
         self.patch_embed = nn.ModuleList(nn.Linear(self.patch_voxels, embed_dim) for _ in range(num_modalities))
         self.modality_embed = nn.Parameter(torch.zeros(num_modalities, embed_dim))
         self.register_buffer("pos_embed", sincos_position_embedding_3d(self.grid, embed_dim), persistent=False)
-        rates = torch.linspace(0.0, drop_path, depth).tolist()
+        rates = torch.linspace(0.0, drop_path, depth, device="cpu").tolist()  # real numbers also under meta
         self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, rate) for rate in rates)
         self.norm = nn.LayerNorm(embed_dim, eps=LAYER_NORM_EPS)
 
         init_weights(self, generator)
-        nn.init.normal_(self.modality_embed, std=0.02, generator=generator)
+        init_normal(self.modality_embed, std=0.02, generator=generator)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Embed every token of a batch of volumes.

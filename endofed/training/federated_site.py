@@ -24,8 +24,9 @@ from torch import nn
 
 from endofed.config import ExperimentConfig, SiteConfig
 from endofed.data.site import CaseResult
+from endofed.federated.arrays import to_numpy
 from endofed.federated.proximal import global_snapshot, proximal_term
-from endofed.federated.weights import encoder_state, load_shared, shared_keys
+from endofed.federated.weights import ENCODER_PREFIX, encoder_state, load_shared, shared_keys
 from endofed.finetune.metrics import binary_metrics
 from endofed.finetune.train import finetune_epochs, label_counts, make_finetune_optimizer, predict
 from endofed.io.checkpoint import load_checkpoint, save_checkpoint
@@ -43,6 +44,69 @@ PHASES = (PRETRAIN, FINETUNE)
 NUM_EXAMPLES_KEY = "num-examples"  # FedAvg weight: number of training volumes (not batches)
 SUBJECTS_FILE = "subjects.jsonl"  # site-local record of the subjects each round trained on
 FINETUNE_SPLITS = ("train", "val")  # labelled development cases; "test" is only evaluated
+LOCAL, OPTIM = "local.", "optim."  # key prefixes in the site-local state file: own weights, optimiser state
+# Site-local state files that keep a content hash. The pre-training state (decoder + AdamW moments of the whole
+# MAE: ~0.8 GB for ViT-B, rewritten every round) goes without one (endofed.io.checkpoint: it never leaves the
+# site); the classifier's keeps it while :meth:`FederatedSite.test_predictions` reads it with the verifying loader.
+HASHED_STATE = ("classifier",)
+
+
+@dataclass(frozen=True)
+class LocalState:
+    """What a site saved after its last round of a phase (``federation/<run key>/<name>.safetensors``).
+
+    Attributes:
+        weights: the model's entries that are not shared (decoder or head; keys without prefix).
+        optimizer: the optimiser's tensors (see :func:`endofed.io.optim.optimizer_tensors`).
+        optimizer_meta: the optimiser's parameter groups (JSON).
+    """
+
+    weights: dict[str, torch.Tensor]
+    optimizer: dict[str, torch.Tensor]
+    optimizer_meta: dict[str, Any]
+
+
+def local_state(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> LocalState:
+    """Split a site-local state file into weights (``local.*``) and optimiser state (``optim.*``).
+
+    Raises:
+        ValueError: on a key with neither prefix, or metadata without the optimiser's parameter groups.
+    """
+    stray = sorted(k for k in tensors if not k.startswith((LOCAL, OPTIM)))
+    if stray or not isinstance(meta.get("optimizer"), dict):
+        raise ValueError(f"not a site-local state file: keys {stray[:3]}, optimizer metadata {meta.get('optimizer')!r}")
+    return LocalState(
+        weights={k.removeprefix(LOCAL): v for k, v in tensors.items() if k.startswith(LOCAL)},
+        optimizer={k.removeprefix(OPTIM): v for k, v in tensors.items() if k.startswith(OPTIM)},
+        optimizer_meta=dict(meta["optimizer"]),
+    )
+
+
+def _copied_tensor(value: Any) -> torch.Tensor:
+    """A CPU tensor copy of a received array (the model trains it in place; the caller's array stays as sent)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    return torch.tensor(to_numpy(value))  # copies, read-only record buffers included
+
+
+def full_state(shared: Mapping[str, Any], local: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A model's full state dict: the received encoder entries (``encoder.`` prefixed) plus the site's own.
+
+    Args:
+        shared: encoder entries sent by the server (numpy arrays or tensors, keys without prefix).
+        local: the site's saved entries (decoder or head, and any encoder entry the key policy keeps local).
+
+    Returns:
+        ``{key: tensor}`` for :func:`endofed.models.factory.from_state`, which checks it fits the model exactly.
+
+    Raises:
+        ValueError: if a key is both received and saved locally (the saved state belongs to another policy).
+    """
+    received = {f"{ENCODER_PREFIX}{k}": _copied_tensor(v) for k, v in shared.items()}
+    both = sorted(set(received) & set(local))
+    if both:
+        raise ValueError(f"saved local state also holds shared entries {both[:3]}: it belongs to another key policy")
+    return {**received, **local}
 
 
 @dataclass(frozen=True)
@@ -90,19 +154,13 @@ class FederatedSite:
     def _local_path(self, name: str) -> Path:
         return self.state_dir / f"{name}.safetensors"
 
-    def _restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, name: str) -> None:
-        """Load the site-local weights (all but the shared ones) and the optimiser state, if saved."""
+    def _restore(self, name: str) -> LocalState | None:
+        """The site-local weights and optimiser state saved by the phase's last round, or ``None`` before it."""
         path = self._local_path(name)
         if not path.exists():
-            return
-        tensors, meta = load_checkpoint(path)
-        local = {k.removeprefix("local."): v for k, v in tensors.items() if k.startswith("local.")}
-        missing, unexpected = model.load_state_dict(local, strict=False)
-        expected_missing = {f"encoder.{k}" for k in shared_keys(model)}
-        if unexpected or set(missing) != expected_missing:
-            raise ValueError(f"saved local state {path} does not fit the model (unexpected {unexpected[:3]})")
-        optim = {k.removeprefix("optim."): v for k, v in tensors.items() if k.startswith("optim.")}
-        restore_optimizer(optimizer, optim, meta["optimizer"])
+            return None
+        tensors, meta = load_checkpoint(path, verify_hash=False)  # the site's own file, written atomically by it
+        return local_state(tensors, meta)
 
     def _log_subjects(self, phase: str, plan: RoundPlan, cases: Sequence[CaseResult]) -> None:
         """Record which subjects trained this round (site-local ``subjects.jsonl``; never sent anywhere).
@@ -114,11 +172,12 @@ class FederatedSite:
 
     def _save(self, model: nn.Module, optimizer: torch.optim.Optimizer, name: str, plan: RoundPlan) -> None:
         """Save the site-local weights and optimiser state after a round."""
-        shared = {f"encoder.{k}" for k in shared_keys(model)}
-        tensors = {f"local.{k}": v for k, v in model.state_dict().items() if k not in shared}
+        shared = {f"{ENCODER_PREFIX}{k}" for k in shared_keys(model)}
+        tensors = {f"{LOCAL}{k}": v for k, v in model.state_dict().items() if k not in shared}
         optim, meta = optimizer_tensors(optimizer)
-        tensors.update({f"optim.{k}": v for k, v in optim.items()})
-        save_checkpoint(self._local_path(name), tensors, {"optimizer": meta, "round": plan.server_round})
+        tensors.update({f"{OPTIM}{k}": v for k, v in optim.items()})
+        metadata = {"optimizer": meta, "round": plan.server_round}
+        save_checkpoint(self._local_path(name), tensors, metadata, content_hash=name in HASHED_STATE)
 
     # ------------------------------------------------------------------ rounds
     def train(
@@ -154,15 +213,17 @@ class FederatedSite:
             self.device,
             derive_seed(self.cfg.seed, sid, "pretrain", plan.server_round),
         )
-        model = build_mae(
-            self.cfg.model,
-            self.cfg.data.roi_size,
-            generator=torch.Generator().manual_seed(derive_seed(self.cfg.seed, sid, "mae")),
-        )
-        load_shared(model, shared)
+        saved = self._restore("mae")
+        if saved is None:  # first round: the site's seeded decoder init (the random encoder is overwritten)
+            seed = derive_seed(self.cfg.seed, sid, "mae")
+            model = build_mae(self.cfg.model, self.cfg.data.roi_size, generator=torch.Generator().manual_seed(seed))
+            load_shared(model, shared)
+        else:  # no random init at all: the encoder is the server's, the decoder the site's own
+            model = build_mae(self.cfg.model, self.cfg.data.roi_size, state=full_state(shared, saved.weights))
         schedule = dataclasses.replace(self.cfg.pretrain, epochs=plan.total_rounds * plan.local_epochs)
         optimizer = make_optimizer(model.to(self.device), schedule, self.device)
-        self._restore(model, optimizer, "mae")
+        if saved is not None:
+            restore_optimizer(optimizer, saved.optimizer, saved.optimizer_meta)
         history = pretrain_epochs(
             model, loader, schedule, self.device, seed=derive_seed(self.cfg.seed, sid, "masks"), optimizer=optimizer,
             first_epoch=plan.first_epoch, num_epochs=plan.local_epochs,
@@ -184,10 +245,12 @@ class FederatedSite:
             self.device,
             derive_seed(self.cfg.seed, sid, "finetune", plan.server_round),
         )
-        model = self._classifier(shared)
+        saved = self._restore("classifier")
+        model = self._classifier(shared, None if saved is None else saved.weights)
         schedule = dataclasses.replace(self.cfg.finetune, epochs=plan.total_rounds * plan.local_epochs)
         optimizer = make_finetune_optimizer(model.to(self.device), schedule, self.device)
-        self._restore(model, optimizer, "classifier")
+        if saved is not None:
+            restore_optimizer(optimizer, saved.optimizer, saved.optimizer_meta)
         counts = label_counts([label_of(r) for r in cases], self.cfg.model.num_classes)
         history = finetune_epochs(
             model, loader, schedule, self.device, seed=derive_seed(self.cfg.seed, sid, "augment"), class_counts=counts,
@@ -198,8 +261,10 @@ class FederatedSite:
         self._log_subjects(FINETUNE, plan, cases)
         return model, history, len(dataset)
 
-    def _classifier(self, shared: Mapping[str, Any]) -> Classifier3D:
-        """A classifier with the site's fixed initial head and the shared encoder."""
+    def _classifier(self, shared: Mapping[str, Any], local: Mapping[str, torch.Tensor] | None = None) -> Classifier3D:
+        """A classifier with the shared encoder and the site's saved head (``local``) or its fixed initial head."""
+        if local is not None:  # no random init: the encoder is the server's, the head the site's own
+            return build_classifier(self.cfg.model, self.cfg.data.roi_size, state=full_state(shared, local))
         seed = derive_seed(self.cfg.seed, self.site.site_id, "classifier")
         model = build_classifier(self.cfg.model, self.cfg.data.roi_size, generator=torch.Generator().manual_seed(seed))
         load_shared(model, shared)

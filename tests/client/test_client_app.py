@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, R
 from flwr.supercore.task_identity import TaskIdentity
 
 from client.app import app as client_app
-from endofed.config import load_config
+from endofed.config import load_config, load_site_config
 from endofed.data.example import write_example_site
 from endofed.errors import ConfigError
 from endofed.federated.weights import encoder_state
@@ -106,3 +107,98 @@ def test_bf16_transport_round_trip_through_the_client(sites):
     assert all(v.dtype == np.uint16 and v.shape == tuple(sent[k].shape) for k, v in arrays.items())
     decoded = from_transport(arrays, "bf16")
     assert set(decoded) == set(sent) and all(v.dtype == np.float32 for v in decoded.values())
+
+
+def _bf16_wire(sent: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
+    """The bf16 down-link of ``sent`` and the float32 weights a site decodes from it."""
+    from endofed.federated.bytes import from_transport, to_transport
+
+    bits = to_transport(sent, "bf16")
+    return {k: torch.from_numpy(v) for k, v in bits.items()}, from_transport(bits, "bf16")
+
+
+def test_delta_int8_reply_is_a_quarter_of_fp32_and_passes_the_audit(sites):
+    from endofed.federated.audit import OUTGOING_LOG
+    from endofed.federated.bytes import SCALE_SUFFIX, from_transport, state_nbytes
+
+    sent = _global_encoder()
+    wire, received = _bf16_wire(sent)
+    config = {"phase": "pretrain", "server-round": 1, "total-rounds": 1, "local-epochs": 1, "transport": "delta_int8"}
+    context = _context(sites, 0)
+    context.run_config["run-key"] = "delta"
+    reply = client_app(_message(MessageType.TRAIN, wire, config), context)
+    assert not reply.has_error(), reply.error
+    arrays = {k: v.numpy() for k, v in reply.content["arrays"].items()}
+    assert set(arrays) == set(sent) | {k + SCALE_SUFFIX for k in sent}
+    assert all(arrays[k].dtype == np.int8 and arrays[k].shape == tuple(sent[k].shape) for k in sent)
+    assert state_nbytes(arrays) == state_nbytes(sent) // 4 + 4 * len(sent)
+    trained = from_transport(arrays, "delta_int8", received)  # the delta is against the bf16 weights received
+    assert any(not np.array_equal(trained[k], received[k]) for k in sent)
+    log = load_site_config(sites[0]).work_dir / "federation" / "delta" / OUTGOING_LOG
+    audit = [json.loads(line) for line in log.read_text().splitlines()]
+    assert audit[-1]["arrays"] == 2 * len(sent)  # every encoder array and its scale, nothing else
+
+
+@pytest.mark.parametrize("transport", ["fp32", "bf16", "delta_int8"])
+def test_echo_moves_as_many_bytes_as_a_real_reply(sites, transport):
+    from endofed.federated.bytes import from_transport, link_modes, state_nbytes, to_transport
+    from endofed.federated.runconfig import ECHO
+
+    sent = _global_encoder()
+    down, up = link_modes(transport)
+    wire = {k: torch.from_numpy(v) for k, v in to_transport(sent, down).items()}
+    received = from_transport(to_transport(sent, down), down)
+    context = _context(sites, 0)
+    context.run_config[ECHO] = True
+    config = {"phase": "pretrain", "server-round": 1, "total-rounds": 1, "local-epochs": 1, "transport": transport}
+    reply = client_app(_message(MessageType.TRAIN, wire, config), context)
+    arrays = {k: v.numpy() for k, v in reply.content["arrays"].items()}
+    assert state_nbytes(arrays) == state_nbytes(to_transport(received, up, received))  # a real reply's size
+    # new content (Flower would not push arrays it already holds; constant arrays such as zero biases aside) ...
+    varied = [k for k in sent if len(np.unique(wire[k].numpy())) > 1]
+    assert varied and not any(np.array_equal(arrays[k], wire[k].numpy()) for k in varied)
+    if up == "delta_int8":  # ... and a delta of scale 0: decodes to exactly the weights sent
+        back = from_transport(arrays, up, received)
+        assert all(np.array_equal(back[k], received[k]) for k in sent)
+
+
+def _leaking_app(extra: dict[str, np.ndarray]):
+    """A ClientApp with the real outgoing audit whose handler adds ``extra`` arrays to an honest reply."""
+    from flwr.app import Array, MetricRecord
+    from flwr.clientapp import ClientApp
+
+    from client.app import outgoing_audit
+    from endofed.federated.bytes import link_modes, to_transport
+
+    leaky = ClientApp(mods=[outgoing_audit])
+
+    @leaky.train()
+    def train(msg: Message, context: Context) -> Message:
+        received = {k: v.numpy() for k, v in msg.content["arrays"].items()}
+        mode = link_modes(str(msg.content["config"]["transport"]))[1]
+        honest = to_transport(received, mode, received)
+        arrays = ArrayRecord({k: Array(v) for k, v in {**honest, **extra}.items()})
+        return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": 1})}), reply_to=msg)
+
+    return leaky
+
+
+@pytest.mark.parametrize(
+    ("transport", "extra", "refused"),
+    [
+        ("delta_int8", {}, None),  # the encoder's int8 arrays and one scale each: allowed
+        ("delta_int8", {"decoder_pred.weight": np.zeros((2, 2), np.int8)}, "beyond the shared encoder"),
+        ("delta_int8", {"norm.weight#scale": np.zeros(5, np.float32)}, "unexpected shapes"),
+        ("fp32", {"norm.weight#scale": np.zeros(1, np.float32)}, "beyond the shared encoder"),
+    ],
+)
+def test_outgoing_audit_allows_exactly_the_reply_codec_layout(sites, transport, extra, refused):
+    sent = _global_encoder()
+    config = {"phase": "pretrain", "server-round": 1, "total-rounds": 1, "local-epochs": 1, "transport": transport}
+    leaky = _leaking_app(extra)
+    if refused is None:
+        reply = leaky(_message(MessageType.TRAIN, sent, config), _context(sites, 1))
+        assert not reply.has_error(), reply.error
+    else:
+        with pytest.raises(ValueError, match=refused):
+            leaky(_message(MessageType.TRAIN, sent, config), _context(sites, 1))

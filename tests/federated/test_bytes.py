@@ -12,8 +12,11 @@ from endofed.federated.bytes import (
     bf16_bits,
     bf16_values,
     from_transport,
+    link_modes,
+    payload_shapes,
     state_nbytes,
     to_transport,
+    zero_delta,
 )
 from endofed.federated.weights import encoder_state
 
@@ -162,3 +165,54 @@ def test_bad_delta_payloads_are_refused():
         to_transport({"w": _f32(math.nan, 0)}, "delta_int8", reference)
     with pytest.raises(ValueError, match=r"state keys differ from the delta reference: missing \['w'\]"):
         to_transport({"v": _f32(0, 0)}, "delta_int8", reference)
+
+
+def test_link_modes_by_hand():
+    assert link_modes("fp32") == ("fp32", "fp32")
+    assert link_modes("bf16") == ("bf16", "bf16")
+    assert link_modes("delta_int8") == ("bf16", "delta_int8")  # no delta reference at a site for the down-link
+    with pytest.raises(ValueError, match="transport mode must be one of"):
+        link_modes("int8_delta")
+
+
+def test_payload_shapes_by_hand():
+    shapes = {"w": (3, 4), "b": (4,)}
+    assert payload_shapes(shapes, "fp32") == shapes
+    assert payload_shapes(shapes, "bf16") == shapes
+    assert payload_shapes(shapes, "delta_int8") == {"w": (3, 4), "b": (4,), "w#scale": (1,), "b#scale": (1,)}
+    reference = {"w": np.zeros((3, 4), dtype=np.float32), "b": np.zeros(4, dtype=np.float32)}
+    payload = to_transport({k: v + 1 for k, v in reference.items()}, "delta_int8", reference)
+    assert {k: v.shape for k, v in payload.items()} == payload_shapes(shapes, "delta_int8")  # the real layout
+
+
+def test_zero_delta_decodes_to_the_reference_exactly():
+    reference = {"w": _f32(0.3, -7.0, 1e-30), "b": np.full((2, 2), 5.5, dtype=np.float32)}
+    payload = zero_delta({k: v.shape for k, v in reference.items()})
+    assert payload["w"].tolist() == [0, 0, 0] and payload["w#scale"].tolist() == [0.0]
+    assert state_nbytes(payload) == 3 + 4 + 4 + 4
+    decoded = from_transport(payload, "delta_int8", reference)
+    assert all(np.array_equal(decoded[k], reference[k]) for k in reference)
+
+
+def test_bf16_down_and_int8_delta_up_by_hand():
+    # The server's float32 master weight m; the site receives s = bf16(m) and trains to w = s + d.
+    master = {"w": _f32(1.0 + 2**-10, 2.0, -0.5, 0.0)}  # 1 + 2^-10 is not a bfloat16: s = 1.0
+    sent = from_transport(to_transport(master, "bf16"), "bf16")
+    np.testing.assert_array_equal(sent["w"], _f32(1.0, 2.0, -0.5, 0.0))
+    trained = {"w": sent["w"] + _f32(0.0254, -0.01, 0.001, 0.0)}
+    payload = to_transport(trained, "delta_int8", sent)
+    # peak |d| = 0.0254 -> scale = 0.0002; q = (127, -50, 5, 0)
+    assert payload["w"].tolist() == [127, -50, 5, 0]
+    assert payload["w#scale"][0] == pytest.approx(0.0002, rel=1e-5)  # float32 inputs: 1.0254 is not exact
+    # The server adds the decoded delta to m (not to s): m + q * scale, within scale / 2 of m + d.
+    decoded = from_transport(payload, "delta_int8", master)["w"]
+    np.testing.assert_allclose(decoded, _f32(1.0 + 2**-10 + 0.0254, 1.99, -0.499, 0.0), atol=1e-6)
+    assert np.all(np.abs(decoded - (master["w"] + trained["w"] - sent["w"])) <= 0.0002 / 2 + 1e-6)
+
+
+def test_delta_int8_is_a_quarter_of_fp32_bytes_for_an_encoder(tiny_mae):
+    state = encoder_state(tiny_mae)
+    fp32 = state_nbytes(state)
+    delta = state_nbytes(to_transport(state, "delta_int8", state))
+    assert delta == fp32 // 4 + 4 * len(state)  # one byte per value plus one float32 scale per tensor
+    assert 0.25 < delta / fp32 < 0.27

@@ -99,6 +99,32 @@ def test_tampered_metadata_hash_is_rejected(tmp_path: Path) -> None:
         ck.load_checkpoint(path)
 
 
+def test_site_local_state_without_content_hash(tmp_path: Path) -> None:
+    tensors = {"optim.state.0.exp_avg": torch.arange(4.0)}
+    path = ck.save_checkpoint(tmp_path / "mae.safetensors", tensors, {"round": 2}, content_hash=False)
+    assert json.loads(ck.metadata_path(path).read_text())["sha256"] is None
+    loaded, meta = ck.load_checkpoint(path, verify_hash=False)  # the site reads back its own state
+    assert torch.equal(loaded["optim.state.0.exp_avg"], tensors["optim.state.0.exp_avg"]) and meta["round"] == 2
+    # The default loader (anything exchanged or published) refuses a file it cannot verify.
+    with pytest.raises(ck.CheckpointError, match=r"mae\.safetensors was written without a content hash"):
+        ck.load_checkpoint(path)
+    # Not verifying the hash skips nothing else: a pickle is still refused before any tensor is read.
+    path.write_bytes(pickle.dumps({"w": 1}))
+    with pytest.raises(ck.CheckpointError, match="not a safetensors file"):
+        ck.load_checkpoint(path, verify_hash=False)
+
+
+def test_hashed_checkpoint_can_be_read_without_verifying(tmp_path: Path) -> None:
+    path = ck.save_checkpoint(tmp_path / "h.safetensors", {"w": torch.zeros(16)}, {})
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    loaded, _ = ck.load_checkpoint(path, verify_hash=False)  # no check asked for: the flipped byte is read
+    assert loaded["w"][-1] != 0
+    with pytest.raises(ck.CheckpointError, match="corrupt or was modified"):
+        ck.load_checkpoint(path)
+
+
 def test_pickle_renamed_safetensors_is_never_unpickled(tmp_path: Path) -> None:
     # Control: this payload really does create its marker when unpickled.
     control = tmp_path / "control-marker"

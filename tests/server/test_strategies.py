@@ -65,3 +65,95 @@ def test_bf16_wire_format_halves_bytes_and_decodes_to_float32():
     assert back.dtype == np.float32
     np.testing.assert_allclose(back, values, rtol=2**-8)
     assert encode(record, "fp32") is record
+
+
+def _record(**arrays: list[float]):
+    import numpy as np
+    from flwr.app import Array, ArrayRecord
+
+    return ArrayRecord({k: Array(np.array(v, dtype=np.float32)) for k, v in arrays.items()})
+
+
+def test_delta_int8_sends_bf16_and_adds_int8_deltas_to_the_float32_master():
+    import numpy as np
+    from flwr.app import Array, ArrayRecord
+
+    from endofed.federated.bytes import to_transport
+
+    strategy = make_strategy(FederationConfig(transport="delta_int8"), "pretrain", False, None)
+    assert (strategy.down, strategy.up) == ("bf16", "delta_int8")
+    master = _record(w=[1.0 + 2**-10, 2.0, -0.5, 0.0])  # 1 + 2^-10 is not a bfloat16
+    wire = strategy.prepare_round(master)
+    assert wire["w"].numpy().dtype == np.uint16 and strategy._sent_bytes == 4 * 2
+    sent = {"w": np.array([1.0, 2.0, -0.5, 0.0], dtype=np.float32)}  # what the site decodes
+    trained = {"w": sent["w"] + np.array([0.0254, -0.01, 0.001, 0.0], dtype=np.float32)}
+    payload = ArrayRecord({k: Array(v) for k, v in to_transport(trained, "delta_int8", sent).items()})
+    assert list(payload) == ["w", "w#scale"] and payload["w"].numpy().tolist() == [127, -50, 5, 0]
+    decoded = strategy.decode_reply(payload)["w"].numpy()
+    assert decoded.dtype == np.float32
+    # master + delta (not bf16(master) + delta): the 2^-10 the bf16 down-link rounded away is kept
+    np.testing.assert_allclose(decoded, [1.0 + 2**-10 + 0.0254, 1.99, -0.499, 0.0], atol=1e-6)
+
+
+def test_unchanged_delta_reply_gives_back_the_master_exactly():
+    from flwr.app import Array, ArrayRecord
+
+    from endofed.federated.bytes import zero_delta
+
+    strategy = make_strategy(FederationConfig(transport="delta_int8"), "pretrain", False, None)
+    master = _record(w=[0.1, 0.2, 0.3], b=[1e-3])
+    strategy.prepare_round(master)
+    echo = ArrayRecord({k: Array(v) for k, v in zero_delta({"w": (3,), "b": (1,)}).items()})
+    decoded = strategy.decode_reply(echo)
+    assert all((decoded[k].numpy() == master[k].numpy()).all() for k in ("w", "b"))
+
+
+def test_undecodable_replies_are_refused_with_a_reason():
+    import numpy as np
+    from flwr.app import Array, ArrayRecord
+
+    strategy = make_strategy(FederationConfig(transport="delta_int8"), "pretrain", False, None)
+    strategy.prepare_round(_record(w=[0.1, 0.2]))
+    whole_weights = _record(w=[0.1, 0.2])  # float32 weights instead of a delta
+    with pytest.raises(ValueError, match=r"missing \['w#scale'\]"):
+        strategy.decode_reply(whole_weights)
+    wrong_shape = ArrayRecord({"w": Array(np.zeros(3, dtype=np.int8)), "w#scale": Array(np.zeros(1, np.float32))})
+    with pytest.raises(ValueError, match="'w' must be int8 of shape"):
+        strategy.decode_reply(wrong_shape)
+    fp32 = make_strategy(FederationConfig(transport="fp32"), "pretrain", False, None)
+    fp32.prepare_round(_record(w=[0.1, 0.2]))
+    with pytest.raises(ValueError, match="contains NaN or Inf"):
+        fp32.decode_reply(_record(w=[0.1, float("nan")]))
+
+
+def test_fedavg_round_of_int8_deltas_by_hand(tmp_path):
+    import json
+
+    import numpy as np
+    from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from endofed.federated.bytes import to_transport
+    from endofed.training.records import JsonlWriter
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    writer = JsonlWriter(tmp_path / "rounds.jsonl")
+    strategy = make_strategy(FederationConfig(transport="delta_int8", min_sites=2), "pretrain", False, writer)
+    strategy.prepare_round(_record(w=[1.0 + 2**-10, 2.0]))
+    sent = strategy._sent
+    replies = []
+    for node, delta, volumes in ((5, [0.01, 0.0], 1), (6, [0.0, -0.02], 3), (7, None, 4)):
+        msg = Message(RecordDict({"config": ConfigRecord({})}), message_type=MessageType.TRAIN, dst_node_id=node)
+        if delta is None:  # a broken site: whole float32 weights instead of a delta -> dropped, not averaged
+            payload = {"w": sent["w"] + 5}
+        else:
+            payload = to_transport({"w": sent["w"] + np.array(delta, dtype=np.float32)}, "delta_int8", sent)
+        content = {"arrays": ArrayRecord({k: Array(v) for k, v in payload.items()}),
+                   "metrics": MetricRecord({"num-examples": volumes})}  # fmt: skip
+        replies.append(Message(RecordDict(content), reply_to=msg))
+    arrays, _ = strategy.aggregate_train(1, replies)
+    # master + weighted mean delta: 1 + 2^-10 + 0.01 * 1/4 and 2 - 0.02 * 3/4
+    np.testing.assert_allclose(arrays["w"].numpy(), [1.0 + 2**-10 + 0.0025, 1.985], atol=1e-6)
+    record = json.loads((tmp_path / "rounds.jsonl").read_text().splitlines()[0])
+    assert record["failures"] == 1 and [s["node"] for s in record["sites"]] == [5, 6]
+    assert {(s["bytes_down"], s["bytes_up"]) for s in record["sites"]} == {(2 * 2, 2 * 1 + 4)}  # bf16 / int8 + scale

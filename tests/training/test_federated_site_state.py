@@ -1,0 +1,61 @@
+"""A site's local state between rounds: what is saved, and the model rebuilt from it without random init."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from endofed.config import load_config, load_site_config
+from endofed.federated.weights import encoder_state, load_shared
+from endofed.models import build_mae
+from endofed.training.cohort import derive_seed
+from endofed.training.federated_site import PRETRAIN, FederatedSite, RoundPlan, full_state, local_state
+from tests.training.conftest import OVERRIDES, TINY
+
+
+def test_full_state_by_hand():
+    shared = {"norm.weight": np.array([1.0, 2.0], dtype=np.float32)}
+    local = {"decoder_pred.bias": torch.tensor([3.0])}
+    state = full_state(shared, local)
+    assert set(state) == {"encoder.norm.weight", "decoder_pred.bias"}
+    assert state["encoder.norm.weight"].tolist() == [1.0, 2.0]
+    assert state["decoder_pred.bias"] is local["decoder_pred.bias"]  # the site's own tensors are handed over
+    state["encoder.norm.weight"].add_(1.0)  # the model trains its tensors in place ...
+    assert shared["norm.weight"].tolist() == [1.0, 2.0]  # ... and the received arrays stay as sent
+    with pytest.raises(ValueError, match=r"also holds shared entries \['encoder.norm.weight'\]"):
+        full_state(shared, {"encoder.norm.weight": torch.zeros(2)})
+
+
+def test_local_state_splits_weights_and_optimiser_state():
+    tensors = {"local.head.bias": torch.zeros(2), "optim.state.0.step": torch.tensor(3.0)}
+    saved = local_state(tensors, {"optimizer": {"param_groups": []}, "round": 2})
+    assert list(saved.weights) == ["head.bias"] and list(saved.optimizer) == ["state.0.step"]
+    assert saved.optimizer_meta == {"param_groups": []}
+    with pytest.raises(ValueError, match=r"not a site-local state file: keys \['encoder.w'\]"):
+        local_state(tensors | {"encoder.w": torch.zeros(1)}, {"optimizer": {}})
+    with pytest.raises(ValueError, match="optimizer metadata None"):
+        local_state(tensors, {"round": 2})
+
+
+def test_a_later_round_rebuilds_exactly_the_seeded_model_plus_its_saved_decoder(training_site):
+    cfg = load_config(TINY, OVERRIDES)
+    site = FederatedSite(load_site_config(training_site), cfg, "state")
+    start = build_mae(cfg.model, cfg.data.roi_size, generator=torch.Generator().manual_seed(5))
+    global_state = {k: v.numpy() for k, v in encoder_state(start).items()}
+    trained, _ = site.train(global_state, RoundPlan(PRETRAIN, 1, 2, local_epochs=1))
+    received = {k: v.numpy().copy() for k, v in trained.items()}
+    saved = site._restore("mae")
+    assert saved is not None
+    # What the code did before: a seeded build (random encoder and decoder), the shared encoder and the saved
+    # decoder loaded on top. The new build draws no random number and must hold exactly the same weights.
+    seed = derive_seed(cfg.seed, site.site.site_id, "mae")
+    before = build_mae(cfg.model, cfg.data.roi_size, generator=torch.Generator().manual_seed(seed))
+    load_shared(before, received)
+    before.load_state_dict(saved.weights, strict=False)
+    after = build_mae(cfg.model, cfg.data.roi_size, state=full_state(received, saved.weights))
+    assert [n for n, _ in after.named_parameters()] == [n for n, _ in before.named_parameters()]  # optimiser order
+    assert all(torch.equal(v, before.state_dict()[k]) for k, v in after.state_dict().items())
+    # Round 2 trains from the received arrays without changing them (the caller may send them to other sites).
+    site.train(received, RoundPlan(PRETRAIN, 2, 2, local_epochs=1))
+    assert all(np.array_equal(received[k], trained[k].numpy()) for k in received)

@@ -193,6 +193,8 @@ class FederationConfig:
     min_sites: int = 2  # sites required to start and in every round
     round_timeout_s: float = 3600.0  # a site that has not replied by then is dropped from the round
     finetune_strategy: str = "same"  # strategy of the fine-tuning phase: same (as strategy) or one of strategy's
+    max_update_norm_ratio: float = 0.0  # reject an update with ||w - w_global|| / ||w_global|| above this (0 = off)
+    max_examples_per_site: int = 0  # reject a num-examples claim above this (0 = no cap; it must not change per phase)
     # delta_int8: sites reply with int8 deltas against the bf16 weights they received (a quarter of the fp32 bytes),
     # which the server adds to its weights; master weights stay fp32 in every mode.
     transport: str = "fp32"  # encoder on the wire: fp32 | bf16 (half the bytes) | delta_int8 (bf16 down, int8 up)
@@ -218,6 +220,10 @@ class FederationConfig:
         _require(self.proximal_mu >= 0, f"federation.proximal_mu must be >= 0, got {self.proximal_mu!r}")
         _positive("federation.min_sites", self.min_sites)
         _positive("federation.round_timeout_s", self.round_timeout_s)
+        _require(
+            self.max_update_norm_ratio >= 0 and self.max_examples_per_site >= 0,
+            "federation.max_update_norm_ratio and federation.max_examples_per_site must be >= 0 (0 = off)",
+        )
         _require(
             self.transport in TRANSPORTS, f"federation.transport must be one of {TRANSPORTS}, got {self.transport!r}"
         )

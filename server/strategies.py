@@ -26,11 +26,12 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from endofed.config import FederationConfig
 from endofed.federated.bytes import from_transport, link_modes, state_nbytes, to_transport
-from endofed.federated.validate import validate_update
+from endofed.federated.validate import validate_num_examples, validate_update
 from endofed.training.federated_site import FINETUNE
 from endofed.training.records import JsonlWriter
 
 LOGGER = logging.getLogger(__name__)
+NUM_EXAMPLES = "num-examples"  # the FedAvg weight a site claims (volumes it trained on)
 SITE_TAG = "partition-id"  # identifies a simulated site in the per-site records; never averaged
 
 
@@ -71,11 +72,22 @@ class RoundLogMixin:
     down: str = "fp32"  # codec server -> site
     up: str = "fp32"  # codec site -> server
     writer: JsonlWriter | None = None
+    max_norm_ratio: float = 0.0  # bound on ||w - w_global|| / ||w_global|| (0 = off)
+    max_examples: int = 0  # bound on a site's num-examples (0 = off)
     last_evaluation: dict[int, dict[str, float]]
 
-    def setup_logging(self, phase: str, writer: JsonlWriter | None, transport: str = "fp32") -> None:
-        """Name the phase, where round records go, and the wire format of the arrays."""
+    def setup_logging(
+        self,
+        phase: str,
+        writer: JsonlWriter | None,
+        transport: str = "fp32",
+        max_norm_ratio: float = 0.0,
+        max_examples: int = 0,
+    ) -> None:
+        """Name the phase, where round records go, the wire format, and the bounds on updates (0 = off)."""
         self.phase, self.writer, self.last_evaluation, self.transport = phase, writer, {}, transport
+        self.max_norm_ratio, self.max_examples = max_norm_ratio, max_examples
+        self._claims: dict[int, int] = {}  # node -> num-examples it claimed in this phase
         self.down, self.up = link_modes(transport)
         self._sent: dict[str, np.ndarray] = {}
         self._base: dict[str, np.ndarray] = {}
@@ -121,7 +133,7 @@ class RoundLogMixin:
             ValueError: if the payload does not fit the wire format, or the weights do not fit those sent.
         """
         decoded = decode(arrays, self.up, self._base if self.delta else None)
-        validate_update(_numpy(decoded), self._sent)
+        validate_update(_numpy(decoded), self._sent, self.max_norm_ratio or None)
         return decoded
 
     def configure_evaluate(
@@ -141,8 +153,11 @@ class RoundLogMixin:
             if reply.has_error():
                 kept.append(reply)  # Flower counts and logs failures itself
                 continue
+            node = int(reply.metadata.src_node_id)
             try:
                 reply.content["arrays"] = self.decode_reply(reply.content["arrays"])
+                claimed = reply.content["metrics"].get(NUM_EXAMPLES)
+                self._claims[node] = validate_num_examples(claimed, self.max_examples, self._claims.get(node))
             except (ValueError, KeyError) as exc:
                 LOGGER.warning("round update of node %s rejected: %s", reply.metadata.src_node_id, exc)
                 continue
@@ -244,5 +259,5 @@ def make_strategy(fed: FederationConfig, phase: str, evaluate: bool, writer: Jso
         strategy = LoggedFedTrimmedAvg(**common)
     else:
         strategy = LoggedFedAvg(**common)
-    strategy.setup_logging(phase, writer, fed.transport)
+    strategy.setup_logging(phase, writer, fed.transport, fed.max_update_norm_ratio, fed.max_examples_per_site)
     return strategy

@@ -157,3 +157,40 @@ def test_fedavg_round_of_int8_deltas_by_hand(tmp_path):
     record = json.loads((tmp_path / "rounds.jsonl").read_text().splitlines()[0])
     assert record["failures"] == 1 and [s["node"] for s in record["sites"]] == [5, 6]
     assert {(s["bytes_down"], s["bytes_up"]) for s in record["sites"]} == {(2 * 2, 2 * 1 + 4)}  # bf16 / int8 + scale
+
+
+def test_updates_beyond_the_bounds_are_dropped_and_the_round_goes_on(tmp_path):
+    import json
+
+    import numpy as np
+    from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from endofed.training.records import JsonlWriter
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    writer = JsonlWriter(tmp_path / "rounds.jsonl")
+    fed = FederationConfig(min_sites=2, max_update_norm_ratio=0.5, max_examples_per_site=100)
+    strategy = make_strategy(fed, "pretrain", False, writer)
+
+    def round_of(server_round, replies):
+        strategy.prepare_round(_record(w=[3.0, 4.0]))  # norm 5: an update may move the weights by <= 2.5
+        messages = []
+        for node, weights, volumes in replies:
+            msg = Message(RecordDict({"config": ConfigRecord({})}), message_type=MessageType.TRAIN, dst_node_id=node)
+            content = {"arrays": _record(w=weights), "metrics": MetricRecord({"num-examples": volumes})}
+            messages.append(Message(RecordDict(content), reply_to=msg))
+        arrays, _ = strategy.aggregate_train(server_round, messages)
+        lines = (tmp_path / "rounds.jsonl").read_text().splitlines()
+        return arrays["w"].numpy(), [s["node"] for s in json.loads(lines[-1])["sites"]]
+
+    # node 7 moved the weights by 10 (ratio 2 > 0.5); node 8 claims a million volumes (cap 100)
+    weights, kept = round_of(
+        1, [(5, [3.0, 5.0], 10), (6, [4.0, 4.0], 30), (7, [9.0, 12.0], 10), (8, [3.0, 4.0], 10**6)]
+    )
+    assert kept == [5, 6]
+    np.testing.assert_allclose(weights, [3.75, 4.25])  # (10 * [3, 5] + 30 * [4, 4]) / 40
+    # node 5 now claims 5 times more volumes than in round 1: dropped; node 6 keeps its claim
+    weights, kept = round_of(2, [(5, [3.0, 6.0], 50), (6, [3.0, 3.0], 30)])
+    assert kept == [6]
+    np.testing.assert_allclose(weights, [3.0, 3.0])

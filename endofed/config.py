@@ -198,6 +198,15 @@ class FederationConfig:
     # delta_int8: sites reply with int8 deltas against the bf16 weights they received (a quarter of the fp32 bytes),
     # which the server adds to its weights; master weights stay fp32 in every mode.
     transport: str = "fp32"  # encoder on the wire: fp32 | bf16 (half the bytes) | delta_int8 (bf16 down, int8 up)
+    # Dropout: a round starts once min_sites are connected, or after node_wait_s with at least quorum connected;
+    # a round changes the global weights only with at least quorum valid updates (0 = quorum is min_sites).
+    quorum: int = 0  # valid site updates a round needs to count (0 = min_sites)
+    node_wait_s: float = 600.0  # how long a round waits for min_sites connected sites before going on with quorum
+    # Central differential privacy (server-side fixed clipping, Gaussian noise, RDP accounting): off at 0.
+    dp_noise_multiplier: float = 0.0  # noise std / clipping norm (0 = no DP)
+    dp_clipping_norm: float = 0.0  # bound on each site's update norm ||w - w_global|| (needed with DP)
+    dp_delta: float = 1e-5  # delta of the reported (epsilon, delta) budget
+    dp_max_epsilon: float = 0.0  # stop releasing updates before epsilon would exceed this (0 = no cap)
 
     def __post_init__(self) -> None:
         _require(
@@ -227,6 +236,30 @@ class FederationConfig:
         _require(
             self.transport in TRANSPORTS, f"federation.transport must be one of {TRANSPORTS}, got {self.transport!r}"
         )
+        _require(
+            0 <= self.quorum <= self.min_sites,
+            f"federation.quorum must be between 0 (= min_sites) and min_sites ({self.min_sites}), got {self.quorum!r}",
+        )
+        _positive("federation.node_wait_s", self.node_wait_s)
+        _require(
+            self.dp_noise_multiplier >= 0 and self.dp_clipping_norm >= 0 and self.dp_max_epsilon >= 0,
+            "federation.dp_noise_multiplier, dp_clipping_norm and dp_max_epsilon must be >= 0",
+        )
+        _require(0 < self.dp_delta < 1, f"federation.dp_delta must be in (0, 1), got {self.dp_delta!r}")
+        if self.dp_noise_multiplier > 0:
+            _require(
+                self.dp_clipping_norm > 0,
+                "federation.dp_clipping_norm must be > 0 when federation.dp_noise_multiplier is set",
+            )
+            _require(
+                self.transport == "fp32",
+                "federation.dp_noise_multiplier needs federation.transport=fp32 (updates are clipped as received)",
+            )
+
+    @property
+    def round_quorum(self) -> int:
+        """Valid updates a round needs (``quorum``, or ``min_sites`` when it is 0)."""
+        return self.quorum or self.min_sites
 
 
 @dataclass(frozen=True)

@@ -6,29 +6,40 @@ site), or, when that is 0, one evaluation round in which every site fine-tunes l
 The global encoder is checkpointed after every round (safetensors, the latest one per phase), each round is
 logged to ``rounds.jsonl``, and ``summary.json`` holds every site's final test metrics. A phase in which no
 site update arrived raises, so the run ends ``failed`` instead of silently keeping the initial weights.
+
+After every round the server state is saved too (``server_state.safetensors``: phase, round, the float32 global
+encoder, FedAdam's moments, the sites' num-examples claims). A run started with the run-config key ``resume``
+continues from it: the remaining rounds of the saved phase (with the round numbers, and so the sites' schedules,
+of an uninterrupted run), then the next phase.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from endofed.config import ExperimentConfig, to_dict
-from endofed.federated.runconfig import OUTPUT_DIR, experiment_config
+from endofed.federated.rounds import completed_rounds
+from endofed.federated.runconfig import OUTPUT_DIR, RESUME, experiment_config
 from endofed.federated.weights import encoder_state
-from endofed.io.checkpoint import config_hash, save_checkpoint
+from endofed.io.checkpoint import config_hash, load_checkpoint, save_checkpoint
 from endofed.models import build_mae
 from endofed.training.cohort import derive_seed
-from endofed.training.federated_site import FINETUNE, PRETRAIN
+from endofed.training.federated_site import FINETUNE, PHASES, PRETRAIN
 from endofed.training.records import JsonlWriter, write_results
 from server.strategies import RoundLogMixin, make_strategy
 
 APP_DIR = Path(__file__).resolve().parents[1]
+STATE_FILE = "server_state.safetensors"  # the last completed round's server state (for --resume)
+GLOBAL = "global."  # key prefix of the global encoder in the state file
 LOGGER = logging.getLogger(__name__)
 
 app = ServerApp()
@@ -40,15 +51,68 @@ def _output_dir(context: Context) -> Path:
     return Path(configured) if configured else APP_DIR / "runs" / "federation" / f"run-{context.run_id}"
 
 
-def _checkpointer(out: Path, phase: str, cfg: ExperimentConfig):  # type: ignore[no-untyped-def]
-    """``evaluate_fn`` hook: save the global encoder after every round (overwriting the phase's previous one)."""
+@dataclass(frozen=True)
+class ServerState:
+    """The server state after a completed round: enough to continue the run exactly.
+
+    Attributes:
+        phase: the phase of the round.
+        round: its number within the phase.
+        arrays: the float32 global encoder after it.
+        strategy_arrays: the strategy's own arrays (FedAdam's moments), see ``RoundLogMixin.export_state``.
+        strategy_meta: the strategy's own bookkeeping (claims, last evaluation).
+    """
+
+    phase: str
+    round: int
+    arrays: ArrayRecord
+    strategy_arrays: dict[str, np.ndarray]
+    strategy_meta: dict[str, Any]
+
+
+def save_server_state(out: Path, phase: str, server_round: int, arrays: ArrayRecord, strategy: RoundLogMixin,
+                      cfg_dict: dict[str, Any]) -> None:  # fmt: skip
+    """Write ``server_state.safetensors`` atomically (the previous round's state stays until it is replaced)."""
+    moments, meta = strategy.export_state()
+    tensors = {f"{GLOBAL}{k}": torch.from_numpy(np.array(v.numpy())) for k, v in arrays.items()}
+    tensors |= {k: torch.from_numpy(np.array(v)) for k, v in moments.items()}
+    metadata = {"kind": "server_state", "phase": phase, "round": server_round, "config_hash": config_hash(cfg_dict),
+                "strategy": meta}  # fmt: skip
+    save_checkpoint(out / STATE_FILE, tensors, metadata)
+
+
+def load_server_state(out: Path, cfg_dict: dict[str, Any]) -> ServerState:
+    """The state saved by the last completed round of the run in ``out``.
+
+    Raises:
+        RuntimeError: no state was saved (no round completed), or it belongs to another experiment config.
+    """
+    path = out / STATE_FILE
+    if not path.exists():
+        raise RuntimeError(f"nothing to resume in {out}: no round of that run completed ({STATE_FILE} missing)")
+    tensors, meta = load_checkpoint(path)
+    if meta.get("config_hash") != config_hash(cfg_dict):
+        raise RuntimeError(f"{path} was saved with another experiment config; resume needs the same config")
+    arrays = ArrayRecord({k.removeprefix(GLOBAL): v.numpy() for k, v in tensors.items() if k.startswith(GLOBAL)})
+    others = {k: v.numpy() for k, v in tensors.items() if not k.startswith(GLOBAL)}
+    return ServerState(str(meta["phase"]), int(meta["round"]), arrays, others, dict(meta["strategy"]))
+
+
+def _checkpointer(out: Path, phase: str, cfg: ExperimentConfig, strategy: RoundLogMixin):  # type: ignore[no-untyped-def]
+    """``evaluate_fn`` hook: after every round, save the global encoder, then the server state.
+
+    The encoder checkpoint overwrites the phase's previous one; the server state is the commit point of a round
+    for ``--resume``.
+    """
     cfg_dict = to_dict(cfg)
 
-    def save(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        if server_round > 0:
+    def save(loop_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if loop_round > 0:
+            server_round = loop_round + strategy.round_offset
             metadata = {"kind": "global_encoder", "phase": phase, "round": server_round, "config": cfg_dict,
                         "config_hash": config_hash(cfg_dict)}  # fmt: skip
             save_checkpoint(out / f"global_encoder_{phase}.safetensors", arrays.to_torch_state_dict(), metadata)
+            save_server_state(out, phase, server_round, arrays, strategy, cfg_dict)
         return None
 
     return save
@@ -56,12 +120,13 @@ def _checkpointer(out: Path, phase: str, cfg: ExperimentConfig):  # type: ignore
 
 def _phase(grid: Grid, strategy: RoundLogMixin, arrays: ArrayRecord, rounds: int, phase: str, cfg: ExperimentConfig,
            out: Path) -> ArrayRecord:  # fmt: skip
-    """Run one phase of rounds; returns the final global encoder."""
+    """Run the remaining rounds of one phase (after ``strategy.round_offset`` done); returns the global encoder."""
     fed = cfg.federation
     train_config = ConfigRecord({"phase": phase, "total-rounds": rounds, "local-epochs": fed.local_epochs})
     result = strategy.start(  # type: ignore[attr-defined]
-        grid, arrays, num_rounds=rounds, timeout=fed.round_timeout_s, train_config=train_config,
-        evaluate_config=ConfigRecord({"local-epochs": 0}), evaluate_fn=_checkpointer(out, phase, cfg),
+        grid, arrays, num_rounds=rounds - strategy.round_offset, timeout=fed.round_timeout_s,
+        train_config=train_config, evaluate_config=ConfigRecord({"local-epochs": 0}),
+        evaluate_fn=_checkpointer(out, phase, cfg, strategy),
     )  # fmt: skip
     if not result.arrays:
         raise RuntimeError(f"{phase}: no site update was received in any round; see the SuperLink log")
@@ -84,17 +149,26 @@ def main(grid: Grid, context: Context) -> None:
     fed = cfg.federation
     out = _output_dir(context)
     writer = JsonlWriter(out / "rounds.jsonl")
-    model = build_mae(
-        cfg.model, cfg.data.roi_size, generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "global"))
-    )
-    arrays = ArrayRecord(encoder_state(model))
-    if fed.pretrain_rounds:
-        strategy = make_strategy(fed, PRETRAIN, evaluate=False, writer=writer)
-        arrays = _phase(grid, strategy, arrays, fed.pretrain_rounds, PRETRAIN, cfg, out)
-    final = make_strategy(fed, FINETUNE, evaluate=True, writer=writer)
-    if fed.finetune_rounds:
-        arrays = _phase(grid, final, arrays, fed.finetune_rounds, FINETUNE, cfg, out)
+    saved = load_server_state(out, to_dict(cfg)) if bool(context.run_config.get(RESUME, False)) else None
+    if saved is None:
+        model = build_mae(
+            cfg.model, cfg.data.roi_size, generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "global"))
+        )
+        arrays = ArrayRecord(encoder_state(model))
     else:
+        arrays = saved.arrays
+        writer.write({"event": "resume", "phase": saved.phase, "round": saved.round})
+        LOGGER.info("resuming after %s round %d", saved.phase, saved.round)
+    schedule = {PRETRAIN: fed.pretrain_rounds, FINETUNE: fed.finetune_rounds}
+    for phase in PHASES:
+        strategy = make_strategy(fed, phase, evaluate=phase == FINETUNE, writer=writer)
+        done = completed_rounds(PHASES, phase, schedule[phase], None if saved is None else (saved.phase, saved.round))
+        if saved is not None and saved.phase == phase:
+            strategy.restore_state(saved.strategy_arrays, saved.strategy_meta, done)
+        if schedule[phase] > done:
+            arrays = _phase(grid, strategy, arrays, schedule[phase], phase, cfg, out)
+    final = strategy  # the fine-tuning phase's
+    if not fed.finetune_rounds:
         _local_finetune_evaluation(grid, final, arrays, cfg)
     summary = {
         "finetune": "federated" if fed.finetune_rounds else "local",
@@ -103,6 +177,7 @@ def main(grid: Grid, context: Context) -> None:
         "rounds": {"pretrain": fed.pretrain_rounds, "finetune": fed.finetune_rounds},
         "sites": {str(node): metrics for node, metrics in final.last_evaluation.items()},
         "seconds": time.perf_counter() - started,
+        "resumed_after": None if saved is None else {"phase": saved.phase, "round": saved.round},
     }
     write_results(out / "summary.json", summary)
     LOGGER.info("federated run finished: %s", summary)

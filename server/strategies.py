@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from endofed.config import FederationConfig
 from endofed.federated.bytes import from_transport, link_modes, state_nbytes, to_transport
+from endofed.federated.rounds import round_can_start, update_digest
 from endofed.federated.validate import validate_num_examples, validate_update
 from endofed.training.federated_site import FINETUNE
 from endofed.training.records import JsonlWriter
@@ -33,6 +34,7 @@ from endofed.training.records import JsonlWriter
 LOGGER = logging.getLogger(__name__)
 NUM_EXAMPLES = "num-examples"  # the FedAvg weight a site claims (volumes it trained on)
 SITE_TAG = "partition-id"  # identifies a simulated site in the per-site records; never averaged
+OPTIMISER_MOMENTS = ("m_t", "v_t")  # FedAdam's server-side state (saved for --resume)
 
 
 def average_metrics(records: list[RecordDict], weighting_key: str) -> MetricRecord:
@@ -74,6 +76,10 @@ class RoundLogMixin:
     writer: JsonlWriter | None = None
     max_norm_ratio: float = 0.0  # bound on ||w - w_global|| / ||w_global|| (0 = off)
     max_examples: int = 0  # bound on a site's num-examples (0 = off)
+    wanted_sites: int = 1  # sites a round waits for (federation.min_sites) ...
+    quorum: int = 1  # ... before going on with at least this many (federation.quorum)
+    node_wait_s: float = 600.0  # ... after this long
+    round_offset: int = 0  # rounds of this phase completed before this strategy started (a resumed run)
     last_evaluation: dict[int, dict[str, float]]
 
     def setup_logging(
@@ -88,18 +94,48 @@ class RoundLogMixin:
         self.phase, self.writer, self.last_evaluation, self.transport = phase, writer, {}, transport
         self.max_norm_ratio, self.max_examples = max_norm_ratio, max_examples
         self._claims: dict[int, int] = {}  # node -> num-examples it claimed in this phase
+        self._rejected: list[dict[str, Any]] = []
+        self._norms: dict[int, float] = {}
         self.down, self.up = link_modes(transport)
         self._sent: dict[str, np.ndarray] = {}
         self._base: dict[str, np.ndarray] = {}
         self._round_started = time.perf_counter()
 
+    def setup_rounds(self, wanted_sites: int, quorum: int, node_wait_s: float) -> None:
+        """How long a round waits for sites and how many valid updates it needs (see :func:`round_can_start`)."""
+        self.wanted_sites, self.quorum, self.node_wait_s = wanted_sites, quorum, node_wait_s
+
+    def await_sites(self, grid: Grid) -> int:
+        """Wait until every expected site is connected, or ``node_wait_s`` has passed with a quorum; returns how many.
+
+        Flower's own wait for ``min_available_nodes`` has no bound. This one does: the round then goes on with
+        the sites that are there (a site that is down rejoins a later round).
+
+        Raises:
+            QuorumError: fewer than ``quorum`` sites are connected after ``node_wait_s``.
+        """
+        started = last_log = time.monotonic()
+        while True:
+            connected = len(list(grid.get_node_ids()))
+            waited = time.monotonic() - started
+            if round_can_start(connected, self.wanted_sites, self.quorum, waited, self.node_wait_s):
+                if connected < self.wanted_sites:
+                    LOGGER.warning("%d of %d sites connected after %.0f s: the round goes on with them",
+                                   connected, self.wanted_sites, waited)  # fmt: skip
+                return connected
+            if time.monotonic() - last_log > 30:
+                LOGGER.info("waiting for sites: %d of %d connected (%.0f s)", connected, self.wanted_sites, waited)
+                last_log = time.monotonic()
+            time.sleep(1.0)
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Encode for the wire, remember what is sent (to decode and validate replies, count bytes), configure."""
+        """Wait for sites (bounded), encode for the wire, remember what is sent (to decode, validate, count bytes)."""
+        self.await_sites(grid)
         wire = self.prepare_round(arrays)
         config["transport"] = self.transport
-        messages = super().configure_train(server_round, wire, config, grid)  # type: ignore[misc]
+        messages = super().configure_train(server_round + self.round_offset, wire, config, grid)  # type: ignore[misc]
         if hasattr(self, "current_arrays"):  # FedOpt family: its server optimiser works on float32 weights
             self.current_arrays = dict(self._base)
         return messages  # type: ignore[no-any-return]
@@ -133,47 +169,60 @@ class RoundLogMixin:
             ValueError: if the payload does not fit the wire format, or the weights do not fit those sent.
         """
         decoded = decode(arrays, self.up, self._base if self.delta else None)
-        validate_update(_numpy(decoded), self._sent, self.max_norm_ratio or None)
+        self._last_norm = validate_update(_numpy(decoded), self._sent, self.max_norm_ratio or None)
         return decoded
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Evaluation messages carry the encoder in the same wire format."""
+        """Evaluation messages carry the encoder in the same wire format (after the bounded wait for sites)."""
         config["transport"] = self.transport
-        return super().configure_evaluate(server_round, encode(arrays, self.down), config, grid)  # type: ignore[misc]
+        if self.fraction_evaluate > 0:  # type: ignore[attr-defined]
+            self.await_sites(grid)
+        shifted = server_round + self.round_offset
+        return super().configure_evaluate(shifted, encode(arrays, self.down), config, grid)  # type: ignore[misc]
 
     def _valid(self, replies: list[Message]) -> list[Message]:
-        """Replies decoded to float32 whose update matches the sent weights in keys, shapes, dtypes and finiteness.
+        """Replies decoded to float32 whose update matches the sent weights, in a fixed order (error replies dropped).
 
-        A reply that cannot be decoded or does not match is dropped with a log line (it never stops the run).
+        A reply that cannot be decoded or does not match is dropped with a log line and kept in the round record
+        (it never stops the run). The kept replies are sorted by the digest of their update, so the average
+        (a floating-point sum) does not depend on the order in which the replies arrived.
         """
-        kept = []
+        kept, self._rejected, self._norms = [], [], {}
         for reply in replies:
             if reply.has_error():
-                kept.append(reply)  # Flower counts and logs failures itself
-                continue
+                continue  # Flower's reply carries the error; it is counted as a failure in the round record
             node = int(reply.metadata.src_node_id)
             try:
                 reply.content["arrays"] = self.decode_reply(reply.content["arrays"])
                 claimed = reply.content["metrics"].get(NUM_EXAMPLES)
                 self._claims[node] = validate_num_examples(claimed, self.max_examples, self._claims.get(node))
             except (ValueError, KeyError) as exc:
-                LOGGER.warning("round update of node %s rejected: %s", reply.metadata.src_node_id, exc)
+                LOGGER.warning("round update of node %s rejected: %s", node, exc)
+                self._rejected.append({"node": node, "reason": str(exc)})
                 continue
-            kept.append(reply)
-        return kept
+            self._norms[node] = self._last_norm
+            kept.append((update_digest(_numpy(reply.content["arrays"])), reply))
+        return [reply for _, reply in sorted(kept, key=lambda item: item[0])]
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Validate, aggregate, and log the round."""
+        """Validate, aggregate (with a quorum of valid updates), and log the round."""
+        server_round += self.round_offset
         received = list(replies)
         up_bytes = {int(r.metadata.src_node_id): state_nbytes(_numpy(r.content["arrays"])) for r in received
                     if not r.has_error()}  # fmt: skip
         kept = self._valid(received)  # back to float32 before averaging
         started = time.perf_counter()
-        arrays, metrics = super().aggregate_train(server_round, kept)  # type: ignore[misc]
+        if len(kept) >= self.quorum:
+            arrays, metrics = super().aggregate_train(server_round, kept)  # type: ignore[misc]
+            arrays = None if arrays is None else self._as_master_dtype(arrays)
+        else:
+            LOGGER.warning("round %d: %d valid updates, below the quorum of %d: the global weights stay as they were",
+                           server_round, len(kept), self.quorum)  # fmt: skip
+            arrays, metrics = None, None
         aggregation = time.perf_counter() - started
         down = self._sent_bytes
         sites = [
@@ -182,9 +231,9 @@ class RoundLogMixin:
                 **{k: float(v) for k, v in r.content["metrics"].items() if isinstance(v, (int, float))},
                 "bytes_down": down,
                 "bytes_up": up_bytes[int(r.metadata.src_node_id)],
+                "update_norm_ratio": self._norms[int(r.metadata.src_node_id)],
             }
             for r in kept
-            if not r.has_error()
         ]
         self._write(
             {
@@ -192,7 +241,9 @@ class RoundLogMixin:
                 "phase": self.phase,
                 "round": server_round,
                 "sites": sites,
-                "failures": len(received) - len(sites),
+                "failures": sum(r.has_error() for r in received),
+                "rejected": self._rejected,
+                "aggregated": arrays is not None,
                 "round_seconds": time.perf_counter() - self._round_started,
                 "aggregation_seconds": aggregation,
             }
@@ -201,6 +252,7 @@ class RoundLogMixin:
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Keep and log each site's test metrics, then aggregate as usual."""
+        server_round += self.round_offset
         received = list(replies)
         if not received:
             return None
@@ -214,9 +266,35 @@ class RoundLogMixin:
         ]})  # fmt: skip
         return super().aggregate_evaluate(server_round, received)  # type: ignore[misc, no-any-return]
 
+    def _as_master_dtype(self, arrays: ArrayRecord) -> ArrayRecord:
+        """The aggregate in the master weights' dtypes (FedAdam's step, a float64 scalar times arrays, is float64)."""
+        return ArrayRecord({k: Array(np.asarray(v.numpy(), dtype=self._base[k].dtype)) for k, v in arrays.items()})
+
     def _write(self, record: dict[str, Any]) -> None:
         if self.writer is not None:
             self.writer.write(record)
+
+    def export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """What a resumed run needs besides the global weights: the server optimiser's moments and the claims.
+
+        Returns:
+            ``({"m_t.<key>": array, ...}, {"claims": {node: count}, "last_evaluation": {...}})``.
+        """
+        arrays = {f"{name}.{key}": np.asarray(value) for name in OPTIMISER_MOMENTS
+                  for key, value in (getattr(self, name, None) or {}).items()}  # fmt: skip
+        meta = {"claims": {str(k): v for k, v in self._claims.items()},
+                "last_evaluation": {str(k): v for k, v in self.last_evaluation.items()}}  # fmt: skip
+        return arrays, meta
+
+    def restore_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], completed_rounds: int) -> None:
+        """Continue a phase after ``completed_rounds`` rounds, with the state saved by :meth:`export_state`."""
+        self.round_offset = completed_rounds
+        for name in OPTIMISER_MOMENTS:
+            moments = {k.removeprefix(f"{name}."): np.array(v) for k, v in arrays.items() if k.startswith(f"{name}.")}
+            if moments:
+                setattr(self, name, moments)
+        self._claims = {int(k): int(v) for k, v in meta.get("claims", {}).items()}
+        self.last_evaluation = {int(k): dict(v) for k, v in meta.get("last_evaluation", {}).items()}
 
 
 class LoggedFedAvg(RoundLogMixin, FedAvg):
@@ -236,17 +314,21 @@ class LoggedFedTrimmedAvg(RoundLogMixin, FedTrimmedAvg):
 
 
 def make_strategy(fed: FederationConfig, phase: str, evaluate: bool, writer: JsonlWriter | None) -> RoundLogMixin:
-    """The configured strategy for one phase; every site must take part in every round.
+    """The configured strategy for one phase: every connected site takes part in every round.
+
+    A round waits up to ``federation.node_wait_s`` for ``federation.min_sites`` sites, then goes on with at least
+    ``federation.quorum``; it changes the global weights only with a quorum of valid updates.
 
     The fine-tuning phase uses ``federation.finetune_strategy`` unless that is ``same``.
     """
     name = fed.finetune_strategy if phase == FINETUNE and fed.finetune_strategy != "same" else fed.strategy
-    common: dict[str, Any] = {
+    quorum = fed.round_quorum
+    common: dict[str, Any] = {  # Flower's own waits never block: the mixin's bounded wait comes first
         "fraction_train": 1.0,
         "fraction_evaluate": 1.0 if evaluate else 0.0,
-        "min_train_nodes": fed.min_sites,
-        "min_evaluate_nodes": fed.min_sites if evaluate else 0,
-        "min_available_nodes": fed.min_sites,
+        "min_train_nodes": quorum,
+        "min_evaluate_nodes": quorum if evaluate else 0,
+        "min_available_nodes": quorum,
         "train_metrics_aggr_fn": average_metrics,
         "evaluate_metrics_aggr_fn": average_metrics,
     }
@@ -260,4 +342,5 @@ def make_strategy(fed: FederationConfig, phase: str, evaluate: bool, writer: Jso
     else:
         strategy = LoggedFedAvg(**common)
     strategy.setup_logging(phase, writer, fed.transport, fed.max_update_norm_ratio, fed.max_examples_per_site)
+    strategy.setup_rounds(fed.min_sites, quorum, fed.node_wait_s)
     return strategy

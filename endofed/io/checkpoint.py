@@ -249,6 +249,22 @@ def _read_metadata(path: Path, verify_hash: bool = True) -> dict[str, Any]:
     return record
 
 
+def read_metadata(path: Path, verify_hash: bool = True) -> dict[str, Any] | None:
+    """The JSON metadata of checkpoint ``path`` without reading its tensors, or ``None`` if it does not exist.
+
+    Raises:
+        CheckpointError: the metadata is missing, unreadable or of another format version.
+    """
+    path = Path(path)
+    return _read_metadata(path, verify_hash) if path.is_file() else None
+
+
+def move_checkpoint(source: Path, target: Path) -> None:
+    """Rename a checkpoint and its metadata (``os.replace``: an existing ``target`` is replaced)."""
+    os.replace(metadata_path(source), metadata_path(target))
+    os.replace(source, target)
+
+
 def load_checkpoint(path: Path, verify_hash: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a checkpoint written by :func:`save_checkpoint`, after checking its SHA-256.
 

@@ -26,10 +26,11 @@ from endofed.config import ExperimentConfig, SiteConfig
 from endofed.data.site import CaseResult
 from endofed.federated.arrays import to_numpy
 from endofed.federated.proximal import global_snapshot, proximal_term
+from endofed.federated.rounds import site_state_to_resume
 from endofed.federated.weights import ENCODER_PREFIX, encoder_state, load_shared, shared_keys
 from endofed.finetune.metrics import binary_metrics
 from endofed.finetune.train import finetune_epochs, label_counts, make_finetune_optimizer, predict
-from endofed.io.checkpoint import load_checkpoint, save_checkpoint
+from endofed.io.checkpoint import load_checkpoint, move_checkpoint, read_metadata, save_checkpoint
 from endofed.io.optim import optimizer_tensors, restore_optimizer
 from endofed.models import Classifier3D, build_classifier, build_mae
 from endofed.ssl.pretrain import make_optimizer, pretrain_epochs
@@ -49,6 +50,10 @@ LOCAL, OPTIM = "local.", "optim."  # key prefixes in the site-local state file: 
 # MAE: ~0.8 GB for ViT-B, rewritten every round) goes without one (endofed.io.checkpoint: it never leaves the
 # site); the classifier's keeps it while :meth:`FederatedSite.test_predictions` reads it with the verifying loader.
 HASHED_STATE = ("classifier",)
+# The state saved by the round before the latest is kept too (``<name>.previous.safetensors``): when the coordinator
+# crashes after a site finished round k but before it received the reply, the resumed run repeats round k, and the
+# site redoes it from its round k-1 state, exactly as the first time (see endofed.federated.rounds).
+PREVIOUS = ".previous"
 
 
 @dataclass(frozen=True)
@@ -154,11 +159,22 @@ class FederatedSite:
     def _local_path(self, name: str) -> Path:
         return self.state_dir / f"{name}.safetensors"
 
-    def _restore(self, name: str) -> LocalState | None:
-        """The site-local weights and optimiser state saved by the phase's last round, or ``None`` before it."""
-        path = self._local_path(name)
-        if not path.exists():
+    def _saved_round(self, path: Path) -> int | None:
+        """The round that saved a site-local state file (``None`` if there is none)."""
+        meta = read_metadata(path, verify_hash=False)
+        return None if meta is None else int(meta["round"])
+
+    def _restore(self, name: str, server_round: int) -> LocalState | None:
+        """The site-local weights and optimiser state that round ``server_round`` continues from, if any.
+
+        That is the state saved by the newest earlier round (:func:`endofed.federated.rounds.site_state_to_resume`),
+        so a repeated round (coordinator resumed after a crash) or a rejoining site continues correctly.
+        """
+        latest, previous = self._local_path(name), self._local_path(name + PREVIOUS)
+        which = site_state_to_resume(server_round, self._saved_round(latest), self._saved_round(previous))
+        if which is None:
             return None
+        path = latest if which == "latest" else previous
         tensors, meta = load_checkpoint(path, verify_hash=False)  # the site's own file, written atomically by it
         return local_state(tensors, meta)
 
@@ -177,7 +193,11 @@ class FederatedSite:
         optim, meta = optimizer_tensors(optimizer)
         tensors.update({f"{OPTIM}{k}": v for k, v in optim.items()})
         metadata = {"optimizer": meta, "round": plan.server_round}
-        save_checkpoint(self._local_path(name), tensors, metadata, content_hash=name in HASHED_STATE)
+        latest = self._local_path(name)
+        saved = self._saved_round(latest)
+        if saved is not None and saved < plan.server_round:  # keep it: a repeat of this round starts from it
+            move_checkpoint(latest, self._local_path(name + PREVIOUS))
+        save_checkpoint(latest, tensors, metadata, content_hash=name in HASHED_STATE)
 
     # ------------------------------------------------------------------ rounds
     def train(
@@ -213,7 +233,7 @@ class FederatedSite:
             self.device,
             derive_seed(self.cfg.seed, sid, "pretrain", plan.server_round),
         )
-        saved = self._restore("mae")
+        saved = self._restore("mae", plan.server_round)
         if saved is None:  # first round: the site's seeded decoder init (the random encoder is overwritten)
             seed = derive_seed(self.cfg.seed, sid, "mae")
             model = build_mae(self.cfg.model, self.cfg.data.roi_size, generator=torch.Generator().manual_seed(seed))
@@ -245,7 +265,7 @@ class FederatedSite:
             self.device,
             derive_seed(self.cfg.seed, sid, "finetune", plan.server_round),
         )
-        saved = self._restore("classifier")
+        saved = self._restore("classifier", plan.server_round)
         model = self._classifier(shared, None if saved is None else saved.weights)
         schedule = dataclasses.replace(self.cfg.finetune, epochs=plan.total_rounds * plan.local_epochs)
         optimizer = make_finetune_optimizer(model.to(self.device), schedule, self.device)

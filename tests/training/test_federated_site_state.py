@@ -45,7 +45,7 @@ def test_a_later_round_rebuilds_exactly_the_seeded_model_plus_its_saved_decoder(
     global_state = {k: v.numpy() for k, v in encoder_state(start).items()}
     trained, _ = site.train(global_state, RoundPlan(PRETRAIN, 1, 2, local_epochs=1))
     received = {k: v.numpy().copy() for k, v in trained.items()}
-    saved = site._restore("mae")
+    saved = site._restore("mae", 2)
     assert saved is not None
     # What the code did before: a seeded build (random encoder and decoder), the shared encoder and the saved
     # decoder loaded on top. The new build draws no random number and must hold exactly the same weights.
@@ -59,3 +59,22 @@ def test_a_later_round_rebuilds_exactly_the_seeded_model_plus_its_saved_decoder(
     # Round 2 trains from the received arrays without changing them (the caller may send them to other sites).
     site.train(received, RoundPlan(PRETRAIN, 2, 2, local_epochs=1))
     assert all(np.array_equal(received[k], trained[k].numpy()) for k in received)
+
+
+def test_a_repeated_round_redoes_exactly_the_same_work_and_a_late_round_continues_from_the_latest(training_site):
+    """A coordinator resumed after a crash repeats round k: the site redoes it from its round k-1 state."""
+    cfg = load_config(TINY, OVERRIDES)
+    site = FederatedSite(load_site_config(training_site), cfg, "repeat")
+    start = build_mae(cfg.model, cfg.data.roi_size, generator=torch.Generator().manual_seed(5))
+    first, _ = site.train({k: v.numpy() for k, v in encoder_state(start).items()}, RoundPlan(PRETRAIN, 1, 4, 1))
+    received = {k: v.numpy().copy() for k, v in first.items()}
+    once, _ = site.train(received, RoundPlan(PRETRAIN, 2, 4, 1))
+    again, _ = site.train(received, RoundPlan(PRETRAIN, 2, 4, 1))  # the repeat: same inputs, same state -> same
+    assert all(torch.equal(once[k], again[k]) for k in once)
+    latest, previous = site._local_path("mae"), site._local_path("mae.previous")
+    assert (site._saved_round(latest), site._saved_round(previous)) == (2, 1)
+    # The site missed round 3 (it was down): round 4 continues from its round 2 state, which then becomes previous.
+    site.train(received, RoundPlan(PRETRAIN, 4, 4, 1))
+    assert (site._saved_round(latest), site._saved_round(previous)) == (4, 2)
+    with pytest.raises(ValueError, match="belongs to another run"):
+        site.train(received, RoundPlan(PRETRAIN, 2, 4, 1))

@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from endofed.config import ExperimentConfig, to_dict
+from endofed.federated.privacy import PrivacyLedger, check_privacy_plan
 from endofed.federated.rounds import completed_rounds
 from endofed.federated.runconfig import OUTPUT_DIR, RESUME, experiment_config
 from endofed.federated.weights import encoder_state
@@ -35,7 +36,10 @@ from endofed.models import build_mae
 from endofed.training.cohort import derive_seed
 from endofed.training.federated_site import FINETUNE, PHASES, PRETRAIN
 from endofed.training.records import JsonlWriter, write_results
+from server.privacy import PrivateRounds, make_private
 from server.strategies import RoundLogMixin, make_strategy
+
+Strategy = RoundLogMixin | PrivateRounds  # a phase's strategy, under central DP or not
 
 APP_DIR = Path(__file__).resolve().parents[1]
 STATE_FILE = "server_state.safetensors"  # the last completed round's server state (for --resume)
@@ -70,7 +74,7 @@ class ServerState:
     strategy_meta: dict[str, Any]
 
 
-def save_server_state(out: Path, phase: str, server_round: int, arrays: ArrayRecord, strategy: RoundLogMixin,
+def save_server_state(out: Path, phase: str, server_round: int, arrays: ArrayRecord, strategy: Strategy,
                       cfg_dict: dict[str, Any]) -> None:  # fmt: skip
     """Write ``server_state.safetensors`` atomically (the previous round's state stays until it is replaced)."""
     moments, meta = strategy.export_state()
@@ -93,12 +97,12 @@ def load_server_state(out: Path, cfg_dict: dict[str, Any]) -> ServerState:
     tensors, meta = load_checkpoint(path)
     if meta.get("config_hash") != config_hash(cfg_dict):
         raise RuntimeError(f"{path} was saved with another experiment config; resume needs the same config")
-    arrays = ArrayRecord({k.removeprefix(GLOBAL): v.numpy() for k, v in tensors.items() if k.startswith(GLOBAL)})
+    arrays = ArrayRecord({k.removeprefix(GLOBAL): Array(v.numpy()) for k, v in tensors.items() if k.startswith(GLOBAL)})
     others = {k: v.numpy() for k, v in tensors.items() if not k.startswith(GLOBAL)}
     return ServerState(str(meta["phase"]), int(meta["round"]), arrays, others, dict(meta["strategy"]))
 
 
-def _checkpointer(out: Path, phase: str, cfg: ExperimentConfig, strategy: RoundLogMixin):  # type: ignore[no-untyped-def]
+def _checkpointer(out: Path, phase: str, cfg: ExperimentConfig, strategy: Strategy):  # type: ignore[no-untyped-def]
     """``evaluate_fn`` hook: after every round, save the global encoder, then the server state.
 
     The encoder checkpoint overwrites the phase's previous one; the server state is the commit point of a round
@@ -118,7 +122,7 @@ def _checkpointer(out: Path, phase: str, cfg: ExperimentConfig, strategy: RoundL
     return save
 
 
-def _phase(grid: Grid, strategy: RoundLogMixin, arrays: ArrayRecord, rounds: int, phase: str, cfg: ExperimentConfig,
+def _phase(grid: Grid, strategy: Strategy, arrays: ArrayRecord, rounds: int, phase: str, cfg: ExperimentConfig,
            out: Path) -> ArrayRecord:  # fmt: skip
     """Run the remaining rounds of one phase (after ``strategy.round_offset`` done); returns the global encoder."""
     fed = cfg.federation
@@ -133,7 +137,7 @@ def _phase(grid: Grid, strategy: RoundLogMixin, arrays: ArrayRecord, rounds: int
     return result.arrays
 
 
-def _local_finetune_evaluation(grid: Grid, strategy: RoundLogMixin, arrays: ArrayRecord, cfg: ExperimentConfig) -> None:
+def _local_finetune_evaluation(grid: Grid, strategy: Strategy, arrays: ArrayRecord, cfg: ExperimentConfig) -> None:
     """One evaluation round in which each site fine-tunes the global encoder locally, then tests."""
     config = ConfigRecord({"local-epochs": cfg.finetune.epochs})
     messages = strategy.configure_evaluate(1, arrays, config, grid)  # type: ignore[attr-defined]
@@ -148,8 +152,11 @@ def main(grid: Grid, context: Context) -> None:
     cfg = experiment_config(context.run_config, APP_DIR)
     fed = cfg.federation
     out = _output_dir(context)
-    writer = JsonlWriter(out / "rounds.jsonl")
-    saved = load_server_state(out, to_dict(cfg)) if bool(context.run_config.get(RESUME, False)) else None
+    resume = bool(context.run_config.get(RESUME, False))
+    writer = JsonlWriter(out / "rounds.jsonl", append=resume)
+    check_privacy_plan(fed)  # a DP budget the planned rounds would exceed fails before any site is contacted
+    ledger = PrivacyLedger.from_config(fed)  # one budget for both phases; None without DP
+    saved = load_server_state(out, to_dict(cfg)) if resume else None
     if saved is None:
         model = build_mae(
             cfg.model, cfg.data.roi_size, generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "global"))
@@ -161,7 +168,7 @@ def main(grid: Grid, context: Context) -> None:
         LOGGER.info("resuming after %s round %d", saved.phase, saved.round)
     schedule = {PRETRAIN: fed.pretrain_rounds, FINETUNE: fed.finetune_rounds}
     for phase in PHASES:
-        strategy = make_strategy(fed, phase, evaluate=phase == FINETUNE, writer=writer)
+        strategy = make_private(make_strategy(fed, phase, evaluate=phase == FINETUNE, writer=writer), fed, ledger)
         done = completed_rounds(PHASES, phase, schedule[phase], None if saved is None else (saved.phase, saved.round))
         if saved is not None and saved.phase == phase:
             strategy.restore_state(saved.strategy_arrays, saved.strategy_meta, done)

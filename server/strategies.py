@@ -14,6 +14,7 @@ delta to its float32 master weights (not to their bf16 copy), so an update small
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -282,8 +283,11 @@ class RoundLogMixin:
         """
         arrays = {f"{name}.{key}": np.asarray(value) for name in OPTIMISER_MOMENTS
                   for key, value in (getattr(self, name, None) or {}).items()}  # fmt: skip
-        meta = {"claims": {str(k): v for k, v in self._claims.items()},
-                "last_evaluation": {str(k): v for k, v in self.last_evaluation.items()}}  # fmt: skip
+        evaluation = {
+            str(node): {k: v if math.isfinite(v) else None for k, v in values.items()}
+            for node, values in self.last_evaluation.items()
+        }  # strict JSON: an undefined metric is null
+        meta = {"claims": {str(k): v for k, v in self._claims.items()}, "last_evaluation": evaluation}  # fmt: skip
         return arrays, meta
 
     def restore_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], completed_rounds: int) -> None:
@@ -294,7 +298,8 @@ class RoundLogMixin:
             if moments:
                 setattr(self, name, moments)
         self._claims = {int(k): int(v) for k, v in meta.get("claims", {}).items()}
-        self.last_evaluation = {int(k): dict(v) for k, v in meta.get("last_evaluation", {}).items()}
+        self.last_evaluation = {int(node): {k: math.nan if v is None else float(v) for k, v in values.items()}
+                                for node, values in meta.get("last_evaluation", {}).items()}  # fmt: skip
 
 
 class LoggedFedAvg(RoundLogMixin, FedAvg):

@@ -161,3 +161,24 @@ def test_to_dict_round_trips_through_builder():
     from endofed.config import build
 
     assert build(ExperimentConfig, to_dict(cfg)) == cfg
+
+
+def test_scientific_notation_without_a_dot_is_a_number_not_a_yaml_string():
+    from endofed.config import load_config
+
+    cfg = load_config(None, ["federation.dp_delta=1e-5", "pretrain.lr=2E-4"])
+    assert cfg.federation.dp_delta == 1e-5 and cfg.pretrain.lr == 2e-4
+    with pytest.raises(ConfigError, match="federation.dp_delta must be a number, got '1e-5x'"):
+        load_config(None, ["federation.dp_delta=1e-5x"])
+
+
+def test_central_dp_needs_a_clipping_norm_and_fp32_and_a_quorum_within_the_sites():
+    from endofed.config import FederationConfig
+
+    with pytest.raises(ConfigError, match="dp_clipping_norm must be > 0"):
+        FederationConfig(dp_noise_multiplier=1.0)
+    with pytest.raises(ConfigError, match="needs federation.transport=fp32"):
+        FederationConfig(dp_noise_multiplier=1.0, dp_clipping_norm=1.0, transport="bf16")
+    with pytest.raises(ConfigError, match="quorum must be between 0"):
+        FederationConfig(min_sites=2, quorum=3)
+    assert FederationConfig(min_sites=3, quorum=0).round_quorum == 3

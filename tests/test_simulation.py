@@ -66,3 +66,27 @@ def test_three_site_simulation_completes(tmp_path, capsys):
     # The private SuperLink was ended by PID: nothing listens any more on its database.
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "run" / "superlink.db")], capture_output=True)
     assert leftover.returncode == 1
+
+
+@pytest.mark.slow
+def test_central_dp_reports_the_privacy_budget_every_round(tmp_path, capsys):
+    from endofed.federated.privacy import epsilon_after
+
+    profile = "sites:\n" + "\n".join(PROFILE.strip().splitlines()[1:3])  # sites one and two
+    (tmp_path / "profile.yaml").write_text(profile)
+    assert endofed_main(["synth", "--profile", str(tmp_path / "profile.yaml"), "--out", str(tmp_path / "data")]) == 0
+    dp = ["federation.dp_noise_multiplier=1.1", "federation.dp_clipping_norm=0.5", "federation.dp_delta=1e-5"]
+    args = ["--sites", str(tmp_path / "data"), "--rounds", "2", "--finetune-rounds", "1", "--out",
+            str(tmp_path / "run"), "--app", str(ROOT)]  # fmt: skip
+    for item in (*OVERRIDES, *dp):
+        args += ["--set", item]
+    assert sim_main(args) == 0
+    rounds = [json.loads(line) for line in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
+    privacy = [r for r in rounds if r["event"] == "privacy"]
+    assert [(r["phase"], r["round"]) for r in privacy] == [("pretrain", 1), ("pretrain", 2), ("finetune", 1)]
+    # One budget over both phases: epsilon after k releases of the Gaussian mechanism with z = 1.1.
+    assert [r["epsilon"] for r in privacy] == pytest.approx([epsilon_after(1.1, k, 1e-5) for k in (1, 2, 3)])
+    assert all(r["released"] and len(r["update_norms"]) == 2 and r["clipping_norm"] == 0.5 for r in privacy)
+    assert all(norm > 0 for r in privacy for norm in r["update_norms"])
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert len(summary["sites"]) == 2

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from endofed.cli.common import EXIT_OK, console, round_overrides, run_command
 from endofed.config import load_server_config
-from endofed.launch.deployment import run_server
+from endofed.errors import ConfigError
+from endofed.launch.deployment import read_launch, run_server
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,8 +20,16 @@ def build_parser() -> argparse.ArgumentParser:
             "Run a federation as its coordinator: start flower-superlink with TLS, SuperNode authentication and "
             "a database, register the hospitals' public keys, submit the run (federated MIM pre-training, then "
             "fine-tuning) and wait for it. Exits non-zero unless the run finished 'completed'. Create the "
-            "certificates and keys first with 'endofed certs'."
+            "certificates and keys first with 'endofed certs'. After a crash (of this machine, the SuperLink or "
+            "the ServerApp), 'endofed-server --resume RUN_DIR' continues the run from its last completed round."
         ),
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        type=Path,
+        help="continue the interrupted run in RUN_DIR (the server config's output_dir) from its last completed "
+        "round, with the settings it was started with (no other option may be given)",
     )
     parser.add_argument("--rounds", type=int, help="federated pre-training rounds (e.g. 50)")
     parser.add_argument("--finetune-rounds", type=int, help="federated fine-tuning rounds (0 = local fine-tuning)")
@@ -42,7 +51,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         overrides = [*args.overrides, *round_overrides(args.rounds, args.finetune_rounds)]
-        summary = run_server(load_server_config(args.config), overrides)
+        if args.resume is not None:
+            if overrides or args.config:
+                raise ConfigError("--resume takes no other option: a resumed run keeps the settings it started with")
+            launch = read_launch(args.resume)
+            summary = run_server(launch.server, launch.overrides, resume=launch)
+        else:
+            summary = run_server(load_server_config(args.config), overrides)
         console.print(f"run completed; per-site results in {summary}", markup=False)
         print(Path(summary).read_text(encoding="utf-8"))
         return EXIT_OK

@@ -6,21 +6,35 @@ succeeds only if the run ends ``finished:completed``. The SuperLink is ended by 
 A client first checks its data (as ``endofed data check``), then starts ``flower-supernode`` with the CA
 certificate, its private key and ``--node-config 'site-config="<abs path>"'``; the ClientApp it runs for
 every message reads that site YAML.
+
+A run's folder (the server's ``output_dir``) holds ``launch.json`` (the server config, overrides and the run key
+that names the sites' state folders) and, after every completed round, ``server_state.safetensors``. After a
+crash, ``endofed-server --resume RUN_DIR`` restarts the SuperLink on the same database (the sites' keys stay
+registered and their SuperNodes reconnect), stops the interrupted run and submits one that continues from
+the last completed round. Process ids go to ``superlink.pid`` (server) and ``logs/supernode.pid`` (site).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import re
+import secrets
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from endofed.certs import verify_ca_cert, verify_server_cert, verify_site_key
-from endofed.config import DataConfig, ServerConfig, SiteConfig
+from endofed.config import DataConfig, ServerConfig, SiteConfig, build, load_config, to_dict
 from endofed.data.check import check_site
 from endofed.errors import ConfigError, DataError
-from endofed.federated.runconfig import CONFIG_OVERRIDES, CONFIG_PATH, NODE_SITE_CONFIG, OUTPUT_DIR
+from endofed.federated.privacy import check_privacy_plan
+from endofed.federated.runconfig import CONFIG_OVERRIDES, CONFIG_PATH, NODE_SITE_CONFIG, OUTPUT_DIR, RESUME, RUN_KEY
 from endofed.launch.flwr import (
     COMPLETED,
     env_path_with_venv,
@@ -33,7 +47,72 @@ from endofed.launch.processes import Child, LaunchError, flower_env, free_port, 
 from endofed.launch.simulation import find_app_dir
 
 CONNECTION = "endofed-server"
+LAUNCH_FILE = "launch.json"  # in the run folder: what --resume needs to start the same run again
+STATE_FILE = "server_state.safetensors"  # written by the ServerApp after every completed round (server/app.py)
 LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A run as it was started: the resolved server config, the extra overrides, and the sites' run key."""
+
+    server: ServerConfig
+    overrides: tuple[str, ...]
+    run_key: str
+
+
+def new_run_key(output_dir: Path) -> str:
+    """A run key for a new run: the run folder's name (letters, digits, '-', '_' only) and 8 random hex digits."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", output_dir.resolve().name).strip("-")[:40] or "run"
+    return f"{stem}-{secrets.token_hex(4)}"
+
+
+def write_launch(launch: Launch) -> Path:
+    """Record a new run in its folder; refuses a folder that already holds a run."""
+    out = launch.server.output_dir
+    for name in (LAUNCH_FILE, STATE_FILE):
+        if (out / name).exists():
+            raise ConfigError(
+                f"{out} already holds a run ({name}); continue it with 'endofed-server --resume {out}' or set "
+                "another output_dir in the server config"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"server": to_dict(launch.server), "overrides": list(launch.overrides), "run_key": launch.run_key}
+    path = out / LAUNCH_FILE
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def read_launch(run_dir: Path) -> Launch:
+    """The run recorded in ``run_dir`` (for ``--resume``).
+
+    Raises:
+        ConfigError: the folder holds no run, or its record is unreadable.
+    """
+    path = Path(run_dir) / LAUNCH_FILE
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} holds no endofed-server run ({LAUNCH_FILE} missing): nothing to resume")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        server = build(ServerConfig, {k: v for k, v in record["server"].items() if v is not None}, "server")
+        server = dataclasses.replace(server, **_paths(server))
+        return Launch(server, tuple(record["overrides"]), str(record["run_key"]))
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path} is not a valid run record: {exc}") from None
+
+
+def _paths(server: ServerConfig) -> dict[str, Any]:
+    """The path fields of a server config read back from JSON, as paths."""
+    names = ("ca_certificate", "server_certificate", "server_key", "experiment", "output_dir", "app_dir")
+    fields: dict[str, Any] = {n: Path(v) for n in names if (v := getattr(server, n)) is not None}
+    fields["site_public_keys"] = tuple(Path(p) for p in server.site_public_keys)
+    return fields
+
+
+def write_pid(path: Path, pid: int) -> None:
+    """Write a process id file (for operators and supervisors; processes are always ended by PID)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{pid}\n", encoding="utf-8")
 
 
 def _require_files(**files: Path | None) -> None:
@@ -75,23 +154,52 @@ def superlink_command(server: ServerConfig) -> list[str]:
     ]  # fmt: skip
 
 
-def register_sites(server: ServerConfig, env: dict[str, str]) -> None:
-    """``flwr supernode register`` every site public key (refused keys raise with Flower's message)."""
+def _flwr(args: Sequence[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the ``flwr`` CLI against the server's connection."""
+    return subprocess.run(  # noqa: S603
+        [flower_binary("flwr"), *args], env=env, capture_output=True, text=True, check=False, timeout=120
+    )
+
+
+def register_sites(server: ServerConfig, env: dict[str, str], resuming: bool = False) -> None:
+    """``flwr supernode register`` every site public key (refused keys raise with Flower's message).
+
+    When resuming, the SuperLink database already holds the keys: a key that is already registered is fine.
+    """
     for key in server.site_public_keys:
-        result = subprocess.run(  # noqa: S603
-            [flower_binary("flwr"), "supernode", "register", str(key), CONNECTION],
-            env=env, capture_output=True, text=True, check=False, timeout=120,
-        )  # fmt: skip
-        if result.returncode != 0:
-            detail = (result.stdout + result.stderr).strip().splitlines()[-1:] or ["no output"]
+        result = _flwr(["supernode", "register", str(key), CONNECTION], env)
+        output = (result.stdout + result.stderr).strip()
+        if result.returncode != 0 and not (resuming and "already" in output.lower()):
+            detail = output.splitlines()[-1:] or ["no output"]
             raise LaunchError(f"registering site key {key} failed: {detail[0]}")
 
 
-def run_server(server: ServerConfig, overrides: list[str]) -> Path:
-    """Start the SuperLink, register the sites, run the federation; returns the path of ``summary.json``.
+def stop_unfinished_runs(env: dict[str, str]) -> list[str]:
+    """``flwr stop`` every run the SuperLink database still has as pending or running (a crashed run)."""
+    result = _flwr(["ls", CONNECTION, "--format", "json"], env)
+    try:
+        runs = json.loads(result.stdout).get("runs", [])
+    except json.JSONDecodeError:
+        detail = f"{result.stdout[-300:]} {result.stderr[-300:]}"
+        raise LaunchError(f"cannot list the runs with 'flwr ls': {detail}") from None
+    stopped = []
+    for run in runs:
+        if not str(run.get("status", "")).startswith("finished"):
+            _flwr(["stop", str(run.get("run-id")), CONNECTION], env)
+            stopped.append(str(run.get("run-id")))
+    return stopped
+
+
+def run_server(server: ServerConfig, overrides: Sequence[str], resume: Launch | None = None) -> Path:
+    """Start the SuperLink, register the sites, run (or resume) the federation; returns the path of ``summary.json``.
+
+    Args:
+        server: the coordinator's config (for a resumed run: the one recorded in its folder).
+        overrides: experiment config overrides on top of the server config's.
+        resume: the interrupted run to continue (from :func:`read_launch`), or ``None`` for a new run.
 
     Raises:
-        ConfigError: a certificate, key or config file is missing.
+        ConfigError: a certificate, key or config file is missing, or the run folder already holds a run.
         LaunchError: the SuperLink did not start, a key was refused, or the run did not finish completed.
     """
     _require_files(CA_certificate=server.ca_certificate, server_certificate=server.server_certificate,
@@ -104,20 +212,34 @@ def run_server(server: ServerConfig, overrides: list[str]) -> Path:
     require_free_port(server.host, server.port)
     app_dir = server.app_dir or find_app_dir(Path.cwd())
     out = server.output_dir
-    out.mkdir(parents=True, exist_ok=True)
+    launch = resume or Launch(server, tuple(overrides), new_run_key(out))
+    experiment = load_config(server.experiment, [*server.overrides, *launch.overrides])  # one line if it is bad
+    check_privacy_plan(experiment.federation)
+    if resume is None:
+        write_launch(launch)
     env = env_path_with_venv(flower_env(out / "flwr-home"))
     write_connection(out / "flwr-home", CONNECTION, f"{server.address}:{server.port}", server.ca_certificate)
-    run_config = {CONFIG_PATH: str(server.experiment), CONFIG_OVERRIDES: ";".join([*server.overrides, *overrides]),
-                  OUTPUT_DIR: str(out)}  # fmt: skip
+    run_config: dict[str, str | int | float] = {
+        CONFIG_PATH: str(server.experiment),
+        CONFIG_OVERRIDES: ";".join([*server.overrides, *launch.overrides]),
+        OUTPUT_DIR: str(out),
+        RUN_KEY: launch.run_key,
+        RESUME: resume is not None,
+    }
     with sigterm_as_interrupt():
         superlink = Child("SuperLink", superlink_command(server), out / "logs" / "superlink.log", env)
+        write_pid(out / "superlink.pid", superlink.pid)
         try:
             wait_for_port(superlink, server.port)
-            register_sites(server, env)
+            register_sites(server, env, resuming=resume is not None)
+            if resume is not None:
+                stopped = stop_unfinished_runs(env)
+                LOGGER.warning("resuming %s; stopped the interrupted run(s) %s", out, ", ".join(stopped) or "none")
             flwr_run(app_dir, CONNECTION, run_config, env)
             run_id, status = last_run_status(CONNECTION, env)
         finally:
             superlink.stop()
+            (out / "superlink.pid").unlink(missing_ok=True)
     if status != COMPLETED:
         raise LaunchError(f"run {run_id} ended {status!r}, not {COMPLETED!r}; see {superlink.log}")
     return out / "summary.json"
@@ -167,13 +289,16 @@ def run_client(
     command = prepare_client(site, site_yaml, data)
     env = env_path_with_venv(flower_env(site.work_dir / "flwr-home"))
     log = site.work_dir / "logs" / "supernode.log"
+    pid_file = site.work_dir / "logs" / "supernode.pid"
     with sigterm_as_interrupt():
         for attempt in range(retries + 1):
             child = Child("SuperNode", command, log, env)
+            write_pid(pid_file, child.pid)
             try:
                 code = int(child.process.wait())
             finally:
                 child.stop()
+                pid_file.unlink(missing_ok=True)
             if code == 0:
                 return 0
             LOGGER.warning("SuperNode exited with code %d (attempt %d of %d); retrying", code, attempt + 1, retries + 1)

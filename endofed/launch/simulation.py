@@ -15,6 +15,7 @@ from typing import Any
 
 from endofed.config import load_config, load_site_config
 from endofed.errors import ConfigError
+from endofed.federated.privacy import check_privacy_plan
 from endofed.federated.runconfig import CONFIG_OVERRIDES, CONFIG_PATH, OUTPUT_DIR, RUN_KEY, SITE_CONFIGS
 from endofed.launch.flwr import (
     COMPLETED,
@@ -85,6 +86,7 @@ def validate_request(request: SimulationRequest) -> None:
     cfg = load_config(request.config_path, request.overrides)
     for path in request.site_yamls:
         load_site_config(path)
+    check_privacy_plan(cfg.federation)
     if len(request.site_yamls) < cfg.federation.min_sites:
         raise ConfigError(
             f"federation.min_sites is {cfg.federation.min_sites} but {len(request.site_yamls)} site YAMLs were given"

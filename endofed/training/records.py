@@ -39,12 +39,13 @@ def json_safe(value: Any) -> Any:
 
 
 class JsonlWriter:
-    """Append one JSON object per line to a file (truncated when the writer is created)."""
+    """Append one JSON object per line to a file (truncated when the writer is created, unless ``append``)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, append: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("", encoding="utf-8")
+        if not append or not self.path.exists():
+            self.path.write_text("", encoding="utf-8")
 
     def write(self, record: Mapping[str, Any]) -> None:
         """Append ``record`` (non-finite floats become ``null``) and flush it to disk."""

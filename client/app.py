@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import torch  # ArrayRecord's torch conversions need torch imported in this process
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
 from endofed.config import load_site_config
 from endofed.federated.audit import append_audit, audit_outgoing
 from endofed.federated.bytes import from_transport, link_modes, payload_shapes, to_transport, zero_delta
+from endofed.federated.faults import NODE_CONFIG_KEY, corrupt, parse_fault_plan
 from endofed.federated.runconfig import ECHO, RUN_KEY, experiment_config, site_config_path
 from endofed.training.federated_site import NUM_EXAMPLES_KEY, FederatedSite, RoundPlan
 
@@ -65,7 +66,29 @@ def outgoing_audit(msg: Message, context: Context, call_next: ClientAppCallable)
     return reply
 
 
-app = ClientApp(mods=[outgoing_audit])
+def injected_fault(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Mod for testing the coordinator: spoil this site's own training reply when its node config asks for it.
+
+    Active only with ``--node-config 'inject-fault="nan@2,norm@3"'`` on this SuperNode (see
+    :mod:`endofed.federated.faults`); it acts after the outgoing audit, as a hostile site would.
+    """
+    reply = call_next(msg, context)
+    plan_text = str(context.node_config.get(NODE_CONFIG_KEY, ""))
+    if not plan_text or reply.has_error() or msg.metadata.message_type != MessageType.TRAIN:
+        return reply
+    config = msg.content["config"]
+    fault = parse_fault_plan(plan_text).get(int(config["server-round"])) if config.get("phase") == "pretrain" else None
+    if fault is None:
+        return reply
+    metrics = reply.content["metrics"]
+    honest = {k: v.numpy() for k, v in reply.content["arrays"].items()}
+    arrays, claimed = corrupt(honest, int(metrics[NUM_EXAMPLES_KEY]), fault)
+    reply.content["arrays"] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+    metrics[NUM_EXAMPLES_KEY] = claimed
+    return reply
+
+
+app = ClientApp(mods=[injected_fault, outgoing_audit])  # the first mod is the outermost: it sees the final reply
 
 
 def _site(context: Context) -> FederatedSite:

@@ -273,7 +273,7 @@ class RoundLogMixin:
 
     def _write(self, record: dict[str, Any]) -> None:
         if self.writer is not None:
-            self.writer.write(record)
+            self.writer.write({**record, "time": round(time.time(), 3)})  # Unix time the record was written
 
     def export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """What a resumed run needs besides the global weights: the server optimiser's moments and the claims.

@@ -27,7 +27,13 @@ from tests.training.conftest import OVERRIDES, TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-ENV = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1", OMP_NUM_THREADS="1")
+ENV = dict(
+    os.environ,
+    FLWR_TELEMETRY_ENABLED="0",
+    FLWR_DISABLE_UPDATE_CHECK="1",
+    OMP_NUM_THREADS="1",
+    PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+)  # Flower starts flower-superexec by name
 
 
 @dataclasses.dataclass
@@ -68,9 +74,10 @@ def make_federation(root: Path, site_ids: Sequence[str], overrides: Sequence[str
 
 
 def start(args: Sequence[str], log: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start a console script of this environment in its own session, output to ``log``."""
+    """Start a console script of this environment (or a program on PATH) in its own session, output to ``log``."""
+    program = str(BIN / args[0]) if (BIN / args[0]).exists() else args[0]
     return subprocess.Popen(  # noqa: S603
-        [str(BIN / args[0]), *args[1:]], stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        [program, *args[1:]], stdout=log.open("ab"), stderr=subprocess.STDOUT,
         env={**ENV, **(extra_env or {})}, start_new_session=True,
     )  # fmt: skip
 
@@ -83,9 +90,9 @@ def start_client(fed: Federation, name: str, log_name: str | None = None) -> sub
 
 
 def stop(process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    """SIGTERM (endofed-server/-client stop their Flower children on it), then SIGKILL the group if needed."""
+    """SIGTERM the process group (endofed-server/-client stop their Flower children on it), SIGKILL if needed."""
     if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+        os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def _run(fed: Federation, out_name: str, crash: bool) -> dict:
             superlink = kill_group_from_pidfile(out / "superlink.pid")  # SuperLink, SuperExec, ServerApp
             process.kill()  # endofed-server itself
             process.wait(timeout=30)
-            killed = time.monotonic()
+            killed, info["killed_at"] = time.monotonic(), time.time()
             wait_for(lambda: not group_alive(superlink), 30, "the killed SuperLink's processes to go")
             process = start(["endofed-server", "--resume", str(out)], log)
             code = process.wait(timeout=600)
@@ -87,7 +88,12 @@ def two_sites(tmp_path_factory: pytest.TempPathFactory) -> Federation:
 def test_a_coordinator_killed_mid_round_resumes_to_the_same_encoder_bitwise(two_sites):
     reference = _run(two_sites, "reference", crash=False)
     resumed = _run(two_sites, "crashed", crash=True)
-    print(f"coordinator killed after round {resumed['killed_after']}; run done {resumed['recovery_s']:.0f} s later")
+    after = [r for r in resumed["rounds"] if r["event"] == "train" and r["time"] > resumed["killed_at"]]
+    first = after[0]["time"] - resumed["killed_at"]
+    print(
+        f"coordinator killed after round {resumed['killed_after']}; first round after it done {first:.0f} s "
+        f"after the kill; run done {resumed['recovery_s']:.0f} s after it"
+    )
     assert resumed["summary"]["resumed_after"]["phase"] == "pretrain"
     # The round log survives the crash: every round once (the interrupted one was never aggregated), then on.
     trained = [("pretrain", 1), ("pretrain", 2), ("pretrain", 3), ("finetune", 1)]
@@ -104,3 +110,112 @@ def test_a_coordinator_killed_mid_round_resumes_to_the_same_encoder_bitwise(two_
     repeated = {n: [(r["phase"], r["round"]) for r in rs] for n, rs in resumed["subjects"].items()}
     if resumed["killed_after"] == 1:
         assert any(len(rounds) > len(set(rounds)) for rounds in repeated.values()), repeated
+
+
+def _site_dir(fed: Federation, name: str) -> Path:
+    work_dir = Path(yaml.safe_load(fed.sites[name].read_text())["work_dir"])
+    return work_dir if work_dir.is_absolute() else fed.sites[name].parent / work_dir
+
+
+DROPOUT_RUN = ("federation.min_sites=3", "federation.quorum=2", "federation.pretrain_rounds=5",
+               "federation.finetune_rounds=0", "federation.node_wait_s=20",
+               "federation.round_timeout_s=150")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def three_sites(tmp_path_factory: pytest.TempPathFactory) -> Federation:
+    return make_federation(tmp_path_factory.mktemp("dropout"), ["alpha", "beta", "gamma"], DROPOUT_RUN)
+
+
+@pytest.mark.slow
+def test_a_site_killed_mid_run_is_left_out_within_the_timeout_and_rejoins_losing_nothing(three_sites):
+    fed, out = three_sites, three_sites.root / "out"
+    log = fed.root / "server.log"
+    clients = {name: start_client(fed, name) for name in fed.sites}
+    server = start(["endofed-server", "--config", str(fed.server_yaml)], log)
+    try:
+        state = out / "server_state.json"
+        wait_for(lambda: state.exists() and json.loads(state.read_text())["round"] >= 1, 400, "round 1")
+        gamma_dir = _site_dir(fed, "gamma")
+        kill_group_from_pidfile(gamma_dir / "logs" / "supernode.pid")  # the site's machine dies: SuperNode ...
+        clients["gamma"].kill()  # ... and endofed-client, with no clean-up
+        clients["gamma"].wait(timeout=30)
+        killed = time.monotonic()
+        without = wait_for(lambda: any(len(r.get("sites", ())) == 2 for r in jsonl(out / "rounds.jsonl")), 400,
+                           "a round completed by the two remaining sites")  # fmt: skip
+        clients["gamma"] = start_client(fed, "gamma", "client_gamma_restarted")
+        restarted = time.monotonic()
+        assert server.wait(timeout=600) == 0, tail(log)
+        finished = time.monotonic()
+    finally:
+        for client in clients.values():
+            stop(client)
+        stop(server)
+    rounds = [r for r in jsonl(out / "rounds.jsonl") if r["event"] == "train"]
+    sites_per_round = [len(r["sites"]) for r in rounds]
+    print(
+        f"sites per round {sites_per_round}; a round without the killed site done {without:.0f} s after the "
+        f"kill; run done {finished - restarted:.0f} s after the restart, {finished - killed:.0f} s after the kill"
+    )
+    assert [r["round"] for r in rounds] == [1, 2, 3, 4, 5] and sites_per_round[0] == 3
+    assert 2 in sites_per_round and sites_per_round[-1] == 3  # left out, then back for the last round
+    assert {s["node"] for s in rounds[-1]["sites"]} == {s["node"] for s in rounds[0]["sites"]}  # same node id
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["sites"]) == 3  # the rejoined site was tested too
+    # Nothing on the site's disk was lost: its record of round 1 (before the crash) is still there, and its local
+    # state continued to the last round.
+    run_key = json.loads((out / "launch.json").read_text())["run_key"]
+    records = jsonl(gamma_dir / "federation" / run_key / "subjects.jsonl")
+    trained = [r["round"] for r in records if r["phase"] == "pretrain"]
+    assert trained[0] == 1 and trained[-1] == 5 and len(trained) < 5  # it missed at least the round it died in
+    assert {r["round"] for r in rounds if len(r["sites"]) == 3} <= set(trained)
+    assert json.loads((gamma_dir / "federation" / run_key / "mae.json").read_text())["round"] == 5
+
+
+HOSTILE_RUN = ("federation.min_sites=3", "federation.quorum=2", "federation.pretrain_rounds=7",
+               "federation.finetune_rounds=0", "federation.max_update_norm_ratio=10",
+               "federation.max_examples_per_site=1000", "federation.node_wait_s=60")  # fmt: skip
+FAULT_PLAN = {2: "nan", 3: "keys", 4: "shape", 5: "dtype", 6: "norm", 7: "examples"}
+REASONS = {"nan": "NaN or Inf", "keys": "keys differ", "shape": "has shape", "dtype": "has dtype float64",
+           "norm": "above the bound 10", "examples": "above the bound of 1000 volumes"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Federation:
+    return make_federation(tmp_path_factory.mktemp("hostile"), ["alpha", "beta", "gamma"], HOSTILE_RUN)
+
+
+@pytest.mark.slow
+def test_hostile_updates_are_rejected_and_logged_and_the_run_goes_on(hostile):
+    from endofed.config import load_site_config
+    from endofed.launch.deployment import supernode_command
+    from endofed.launch.processes import free_port
+
+    fed, out = hostile, hostile.root / "out"
+    gamma = load_site_config(fed.sites["gamma"])
+    command = supernode_command(gamma, fed.sites["gamma"], free_port())  # a site running code of its own
+    node_config = command.index("--node-config") + 1
+    plan = ",".join(f"{fault}@{r}" for r, fault in FAULT_PLAN.items())
+    command[node_config] += f' inject-fault="{plan}"'
+    processes = [start_client(fed, name) for name in ("alpha", "beta")]
+    # Like endofed-client, restart the SuperNode until it can join (it exits if the SuperLink is not up yet).
+    loop = f"until {shlex.join(command)}; do sleep 2; done"
+    processes.append(start(["bash", "-c", loop], fed.root / "hostile_supernode.log"))
+    server = start(["endofed-server", "--config", str(fed.server_yaml)], fed.root / "server.log")
+    try:
+        assert server.wait(timeout=900) == 0, tail(fed.root / "server.log")
+    finally:
+        for process in processes:
+            stop(process)
+        stop(server)
+    rounds = [r for r in jsonl(out / "rounds.jsonl") if r["event"] == "train"]
+    assert [r["round"] for r in rounds] == list(range(1, 8)) and all(r["aggregated"] for r in rounds)
+    assert len(rounds[0]["sites"]) == 3 and rounds[0]["rejected"] == []  # round 1: the site behaves
+    hostile_node = ({s["node"] for s in rounds[0]["sites"]} - {s["node"] for s in rounds[1]["sites"]}).pop()
+    for record in rounds[1:]:
+        fault = FAULT_PLAN[record["round"]]
+        (rejected,) = record["rejected"]
+        assert rejected["node"] == hostile_node and REASONS[fault] in rejected["reason"], (fault, rejected)
+        assert len(record["sites"]) == 2  # the two honest sites were averaged
+    encoder, _ = load_checkpoint(out / "global_encoder_pretrain.safetensors")
+    assert all(torch.isfinite(v).all() for v in encoder.values())

@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 MASK_MODES = ("shared", "independent", "modality_drop")
 _SCIENTIFIC = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")  # a number YAML 1.1 leaves as a string, e.g. 1e-5
-STRATEGIES = ("fedavg", "fedprox", "fedadam", "trimmed_mean")
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "trimmed_mean", "median")
 TRANSPORTS = ("fp32", "bf16", "delta_int8")
 INTERPOLATIONS = ("linear", "bspline", "nearest")
 SPLITS = ("train", "val", "test")
@@ -187,7 +187,7 @@ class FinetuneConfig:
 class FederationConfig:
     """The federated run: two phases (MIM pre-training rounds, then fine-tuning rounds)."""
 
-    strategy: str = "fedavg"  # fedavg | fedprox | fedadam | trimmed_mean
+    strategy: str = "fedavg"  # fedavg | fedprox | fedadam | trimmed_mean | median (the last two: robust)
     pretrain_rounds: int = 50  # federated MIM pre-training rounds
     finetune_rounds: int = 10  # federated fine-tuning rounds (0 = local-only fine-tuning)
     local_epochs: int = 1  # local epochs per round
@@ -248,6 +248,10 @@ class FederationConfig:
             "federation.dp_noise_multiplier, dp_clipping_norm and dp_max_epsilon must be >= 0",
         )
         _require(0 < self.dp_delta < 1, f"federation.dp_delta must be in (0, 1), got {self.dp_delta!r}")
+        _require(
+            self.dp_noise_multiplier > 0 or self.dp_clipping_norm == 0,
+            "federation.dp_clipping_norm is set but federation.dp_noise_multiplier is 0: set both for central DP",
+        )
         if self.dp_noise_multiplier > 0:
             _require(
                 self.dp_clipping_norm > 0,

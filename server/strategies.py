@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, FedTrimmedAvg
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedMedian, FedProx, FedTrimmedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from endofed.config import FederationConfig
@@ -318,6 +318,10 @@ class LoggedFedTrimmedAvg(RoundLogMixin, FedTrimmedAvg):
     """Trimmed-mean aggregation (robust to an outlying site) with the round log."""
 
 
+class LoggedFedMedian(RoundLogMixin, FedMedian):
+    """Coordinate-wise median of the site updates (robust to an outlying site) with the round log."""
+
+
 def make_strategy(fed: FederationConfig, phase: str, evaluate: bool, writer: JsonlWriter | None) -> RoundLogMixin:
     """The configured strategy for one phase: every connected site takes part in every round.
 
@@ -344,6 +348,8 @@ def make_strategy(fed: FederationConfig, phase: str, evaluate: bool, writer: Jso
         strategy = LoggedFedAdam(**common)
     elif name == "trimmed_mean":
         strategy = LoggedFedTrimmedAvg(**common)
+    elif name == "median":
+        strategy = LoggedFedMedian(**common)
     else:
         strategy = LoggedFedAvg(**common)
     strategy.setup_logging(phase, writer, fed.transport, fed.max_update_norm_ratio, fed.max_examples_per_site)

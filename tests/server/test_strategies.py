@@ -7,6 +7,7 @@ from endofed.config import FederationConfig
 from server.strategies import (
     LoggedFedAdam,
     LoggedFedAvg,
+    LoggedFedMedian,
     LoggedFedProx,
     LoggedFedTrimmedAvg,
     average_metrics,
@@ -30,6 +31,7 @@ def test_metric_average_is_weighted_by_volumes_and_drops_the_site_tag():
         ("fedprox", LoggedFedProx),
         ("fedadam", LoggedFedAdam),
         ("trimmed_mean", LoggedFedTrimmedAvg),
+        ("median", LoggedFedMedian),
     ],
 )
 def test_make_strategy_waits_for_every_site(name, cls):
@@ -284,3 +286,22 @@ def test_a_round_below_the_quorum_keeps_the_global_weights_and_says_so(tmp_path)
     assert [s["node"] for s in record["sites"]] == [5] and record["sites"][0]["update_norm_ratio"] == 1.0
     with pytest.raises(Exception, match="only 1 of 3 sites connected"):
         strategy.configure_train(2, _record(w=[1.0, 1.0]), ConfigRecord({}), _Grid([5]))
+
+
+# median of {1, 2, 3, 2, 1000} = 2 (and 20 for the second coordinate); trimming 20% (one site) at each end
+# leaves {2, 2, 3} -> 7/3 and {10, 20, 20} -> 50/3
+@pytest.mark.parametrize(("name", "expected"), [("median", [2.0, 20.0]), ("trimmed_mean", [7 / 3, 50 / 3])])
+def test_robust_aggregation_ignores_a_site_that_passes_every_check_but_is_far_off(name, expected):
+    from flwr.app import ConfigRecord
+
+    _identity()
+    # Five sites; node 9 sends a finite, well-formed update far from the others (no norm bound configured).
+    updates = {5: [1.0, 10.0], 6: [2.0, 20.0], 7: [3.0, 30.0], 8: [2.0, 20.0], 9: [1000.0, -1000.0]}
+    strategy = make_strategy(FederationConfig(strategy=name, min_sites=5), "pretrain", False, None)
+    messages = list(strategy.configure_train(1, _record(w=[0.0, 0.0]), ConfigRecord({}), _Grid(list(updates))))
+    arrays, _ = strategy.aggregate_train(1, _replies(messages, updates))
+    assert arrays["w"].numpy().tolist() == pytest.approx(expected)
+    plain = make_strategy(FederationConfig(strategy="fedavg", min_sites=5), "pretrain", False, None)
+    messages = list(plain.configure_train(1, _record(w=[0.0, 0.0]), ConfigRecord({}), _Grid(list(updates))))
+    averaged, _ = plain.aggregate_train(1, _replies(messages, updates))
+    assert averaged["w"].numpy()[0] == pytest.approx(1008 / 5)  # the plain mean is dragged off by one site

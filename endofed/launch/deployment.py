@@ -278,20 +278,31 @@ def prepare_client(site: SiteConfig, site_yaml: Path, data: DataConfig) -> list[
     return supernode_command(site, site_yaml, free_port())
 
 
+def retry_wait(attempt: int, first_s: float = 5.0, longest_s: float = 60.0, steady: int = 6) -> float:
+    """Seconds before restart ``attempt`` (0-based) of a SuperNode that could not join.
+
+    ``first_s`` for the first ``steady`` attempts (the coordinator is usually just starting), then doubling up
+    to ``longest_s`` (it is down for longer: a reboot, a crash before ``--resume``).
+    """
+    return float(min(longest_s, first_s * 2 ** min(max(0, attempt - steady + 1), 16)))
+
+
 def run_client(
-    site: SiteConfig, site_yaml: Path, data: DataConfig, retries: int = 30, retry_wait_s: float = 5.0
+    site: SiteConfig, site_yaml: Path, data: DataConfig, retries: int | None = None, retry_wait_s: float = 5.0
 ) -> int:
     """Check, then run this hospital's SuperNode in the foreground until it exits (Ctrl-C stops it).
 
-    A SuperNode that cannot join (coordinator not up yet, or its key not registered yet) exits; it is
-    restarted after ``retry_wait_s`` up to ``retries`` times, so sites can be started before the server.
+    A SuperNode that cannot join (coordinator not up yet or restarting, or its key not registered yet) exits;
+    it is restarted after a wait that doubles from ``retry_wait_s`` up to a minute, ``retries`` times (``None``:
+    until stopped), so sites can be started before the server and outlast a coordinator outage.
     """
     command = prepare_client(site, site_yaml, data)
     env = env_path_with_venv(flower_env(site.work_dir / "flwr-home"))
     log = site.work_dir / "logs" / "supernode.log"
     pid_file = site.work_dir / "logs" / "supernode.pid"
+    attempt = 0
     with sigterm_as_interrupt():
-        for attempt in range(retries + 1):
+        while retries is None or attempt <= retries:
             child = Child("SuperNode", command, log, env)
             write_pid(pid_file, child.pid)
             try:
@@ -301,6 +312,9 @@ def run_client(
                 pid_file.unlink(missing_ok=True)
             if code == 0:
                 return 0
-            LOGGER.warning("SuperNode exited with code %d (attempt %d of %d); retrying", code, attempt + 1, retries + 1)
-            time.sleep(retry_wait_s)
-    raise LaunchError(f"the SuperNode could not join {site.server_address} after {retries + 1} attempts; log {log}")
+            wait = retry_wait(attempt, retry_wait_s)
+            LOGGER.warning("SuperNode exited with code %d (attempt %d%s); retrying in %.0f s", code, attempt + 1,
+                           "" if retries is None else f" of {retries + 1}", wait)  # fmt: skip
+            time.sleep(wait)
+            attempt += 1
+    raise LaunchError(f"the SuperNode could not join {site.server_address} after {attempt} attempts; log {log}")

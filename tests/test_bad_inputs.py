@@ -262,6 +262,25 @@ def server_missing_site_key(w: World):
     return server_main, ["--config", str(w.server_yaml), "--rounds", "1"]
 
 
+def server_resume_without_a_run(w: World):
+    return server_main, ["--resume", str(w.root / "out")]
+
+
+def server_resume_with_other_options(w: World):
+    return server_main, ["--resume", str(w.root / "out"), "--rounds", "5"]
+
+
+def server_folder_already_holds_a_run(w: World):
+    (w.root / "out").mkdir()
+    (w.root / "out" / "launch.json").write_text("{}")
+    return server_main, ["--config", str(w.server_yaml), "--rounds", "1"]
+
+
+def server_privacy_budget_too_small(w: World):
+    dp = ["federation.dp_noise_multiplier=1.0", "federation.dp_clipping_norm=1.0", "federation.dp_max_epsilon=2"]
+    return server_main, ["--config", str(w.server_yaml), "--rounds", "5", *(a for o in dp for a in ("--set", o))]
+
+
 def compare_bad_experiment(w: World):
     (w.root / "exp.yaml").write_text(f"config: {TINY}\npretrain_epochs: 3\nlocal_epochs: 2\n")
     return endofed_main, ["compare", "--experiment", str(w.root / "exp.yaml"), "--sites", str(w.site_yaml)]
@@ -288,6 +307,10 @@ CASES: dict[str, tuple[Setup, str]] = {
     "server: malformed YAML": (malformed_server_yaml, r"server\.yaml"),
     "server: site key missing": (server_missing_site_key, r"nowhere\.pub"),
     "compare: budgets not a multiple of local epochs": (compare_bad_experiment, r"multiple of local_epochs"),
+    "server: --resume of a folder without a run": (server_resume_without_a_run, r"holds no endofed-server run"),
+    "server: --resume with other options": (server_resume_with_other_options, r"--resume takes no other option"),
+    "server: new run into a folder that holds one": (server_folder_already_holds_a_run, r"already holds a run"),
+    "server: DP budget too small for the rounds": (server_privacy_budget_too_small, r"dp_max_epsilon=2 is too small"),
 }
 
 

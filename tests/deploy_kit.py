@@ -82,11 +82,13 @@ def start(args: Sequence[str], log: Path, extra_env: dict[str, str] | None = Non
     )  # fmt: skip
 
 
-def start_client(fed: Federation, name: str, log_name: str | None = None) -> subprocess.Popen[bytes]:
+def start_client(
+    fed: Federation, name: str, log_name: str | None = None, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """``endofed-client`` for one site (same tiny config as the server)."""
     overrides = sum((["--set", o] for o in OVERRIDES[:2]), [])
     return start(["endofed-client", "--site", str(fed.sites[name]), "--config", TINY, *overrides],
-                 fed.root / f"{log_name or 'client_' + name}.log")  # fmt: skip
+                 fed.root / f"{log_name or 'client_' + name}.log", extra_env)  # fmt: skip
 
 
 def stop(process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
@@ -139,3 +141,14 @@ def group_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+# What a user's shell might say; endofed must switch both off in every Flower process it starts.
+TELEMETRY_ON = {"FLWR_TELEMETRY_ENABLED": "1", "FLWR_DISABLE_UPDATE_CHECK": "0"}
+
+
+def flower_privacy_env(pid: int) -> dict[str, str]:
+    """The telemetry and update-check variables in the environment of process ``pid`` (Linux /proc)."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    pairs = dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+    return {k: pairs.get(k, "") for k in TELEMETRY_ON}

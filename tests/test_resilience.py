@@ -2,6 +2,12 @@
 
 * The coordinator (endofed-server, its SuperLink and ServerApp) is killed with SIGKILL in the middle of a round
   and resumed with ``endofed-server --resume``; the final global encoder equals that of an uninterrupted run.
+* One of three sites is killed mid-run: the round completes without it (quorum 2) within the heartbeat timeout,
+  the next rounds wait a bounded time for it, and once restarted it rejoins with its local state.
+* A site sends a NaN, a renamed key, a short array, float64 arrays, a 1000x update and a 1000x num-examples in
+  six rounds: each is rejected and logged, the two honest sites are averaged, and the run completes.
+
+The closing notes quote the times these tests print (``pytest -s``).
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ import yaml
 
 from endofed.io.checkpoint import load_checkpoint
 from tests.deploy_kit import (
+    TELEMETRY_ON,
     Federation,
+    flower_privacy_env,
     group_alive,
     jsonl,
     kill_group_from_pidfile,
@@ -131,12 +139,16 @@ def three_sites(tmp_path_factory: pytest.TempPathFactory) -> Federation:
 def test_a_site_killed_mid_run_is_left_out_within_the_timeout_and_rejoins_losing_nothing(three_sites):
     fed, out = three_sites, three_sites.root / "out"
     log = fed.root / "server.log"
-    clients = {name: start_client(fed, name) for name in fed.sites}
-    server = start(["endofed-server", "--config", str(fed.server_yaml)], log)
+    # Telemetry and update checks switched on in the users' shells: endofed turns both off in its Flower processes.
+    clients = {name: start_client(fed, name, extra_env=TELEMETRY_ON) for name in fed.sites}
+    server = start(["endofed-server", "--config", str(fed.server_yaml)], log, TELEMETRY_ON)
     try:
         state = out / "server_state.json"
         wait_for(lambda: state.exists() and json.loads(state.read_text())["round"] >= 1, 400, "round 1")
         gamma_dir = _site_dir(fed, "gamma")
+        for pid_file in (out / "superlink.pid", gamma_dir / "logs" / "supernode.pid"):
+            assert flower_privacy_env(int(pid_file.read_text())) == {
+                "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}  # fmt: skip
         kill_group_from_pidfile(gamma_dir / "logs" / "supernode.pid")  # the site's machine dies: SuperNode ...
         clients["gamma"].kill()  # ... and endofed-client, with no clean-up
         clients["gamma"].wait(timeout=30)

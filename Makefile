@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/data_throughput.py
 	$(BIN)/python benchmarks/synth_speed.py
 	$(BIN)/python benchmarks/synth_honesty.py
+	$(BIN)/python benchmarks/server_state_cost.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache build *.egg-info

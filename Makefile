@@ -1,8 +1,12 @@
 # endofed: two commands for a fresh machine.
 #   make demo   runs the main job: the synthetic 3-site benchmark, each site's data check, and `endofed compare`
 #               (scratch, local MIM, federated MIM with local or FedProx fine-tuning, pooled; report in runs/demo)
-#   make test   lint + format check + the test suite
-# Both create .venv and install everything on first use.
+#   make test   lint + format check + the whole test suite (what CI runs). Tests come in two tiers:
+#     make test-fast          unit + model tests: no SuperLink, SuperNode, flwr run, simulation, endofed-* or
+#                             pip process (only `python -c` import checks), no end-to-end compare; < 5 min on 2 cores
+#     make test-integration   the rest, marked `integration` or `slow`: real processes on 127.0.0.1, with
+#                             timeouts summed from their own waits (tests/deploy_kit.py)
+# Each creates .venv and installs everything on first use.
 #
 # TORCH picks the PyTorch build installed before the rest. The default, torch==2.13.0, is a CPU wheel on
 # our CI machines (served from local disk). On a GPU host use e.g. `make test TORCH="torch==2.11.*"`
@@ -16,7 +20,7 @@ STAMP := $(VENV)/.endofed-installed
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast test-integration lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +43,14 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+FAST_TIER := not integration and not slow
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "$(FAST_TIER)"
+
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not ($(FAST_TIER))"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/data_throughput.py

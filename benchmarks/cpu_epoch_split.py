@@ -26,10 +26,11 @@ from pathlib import Path
 import torch
 
 from endofed.config import load_config, load_site_config
-from endofed.data.example import write_example_site
+from endofed.data.loaders import case_dataset, make_loader
 from endofed.models.factory import build_mae
 from endofed.ssl.pretrain import pretrain_epochs
-from endofed.training.cohort import case_dataset, load_cohort, make_loader
+from endofed.synth.example import write_example_site
+from endofed.training.cohort import load_cohort
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -30,10 +30,10 @@ import torch  # noqa: E402
 from endofed.config import load_config, load_site_config  # noqa: E402
 from endofed.data.cache import VolumeCache, cache_key, file_digest  # noqa: E402
 from endofed.data.dataset import CachedVolumes  # noqa: E402
-from endofed.data.example import write_example_site  # noqa: E402
 from endofed.data.manifest import load_cases  # noqa: E402
 from endofed.data.nifti import load_volume  # noqa: E402
 from endofed.data.preprocess import preprocess_case  # noqa: E402
+from endofed.synth.example import write_example_site  # noqa: E402
 
 
 def time_preprocessing(cases, cfg, cache: VolumeCache) -> dict[str, list[float]]:

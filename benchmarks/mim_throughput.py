@@ -30,10 +30,10 @@ from monai.networks.nets import MaskedAutoEncoderViT
 from torch.utils.flop_counter import FlopCounterMode
 
 from endofed.models.mae import MaskedAutoencoder3D
+from endofed.models.patches import patchify
 from endofed.models.vit3d import ViT3D
 from endofed.ssl.loss import masked_patch_mse
 from endofed.ssl.masking import make_mask, num_visible
-from endofed.ssl.patches import patchify
 
 RUNS = ("ours", "monai-tf32", "monai-bf16")
 

@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from endofed.io.figures import save_figure  # noqa: E402
 from endofed.synth.anatomy import F  # noqa: E402
 from endofed.synth.cohort import SubjectSpec, draw_subject, render_subject  # noqa: E402
 from endofed.synth.profile import SiteProfile, load_preset  # noqa: E402
@@ -75,8 +76,7 @@ def lesion_figure(site: SiteProfile, wanted: F, seed: int, path: Path, caption: 
         show(axis, acquisitions[name], centre, f"{name} ({label}, {site.field_strength} T)")
     fig.suptitle(f"{caption}: {spec.subject_id}, radius {record['radius_mm']} mm (red circle)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def sites_figure(sites: list[SiteProfile], seed: int, path: Path) -> None:
@@ -91,8 +91,7 @@ def sites_figure(sites: list[SiteProfile], seed: int, path: Path) -> None:
             show(axes[row, column], acquisitions[name], None, title)
     fig.suptitle("demo3 sites: each scanner's own planes, resolution, contrast, bias and noise", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

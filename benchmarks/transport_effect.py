@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -30,20 +31,24 @@ import torch
 import yaml
 
 from endofed.config import TRANSPORTS, ExperimentConfig, load_config, load_site_config
-from endofed.federated.aggregate import weighted_average
+from endofed.data.loaders import case_dataset, make_loader
 from endofed.federated.bytes import from_transport, link_modes, state_nbytes, to_transport
+from endofed.federated.protocol import NUM_EXAMPLES, PRETRAIN
 from endofed.federated.weights import encoder_state
 from endofed.io.checkpoint import load_checkpoint
 from endofed.models import build_mae
+from endofed.models.patches import patchify
+from endofed.seeds import derive_seed
 from endofed.ssl.loss import masked_patch_mse
 from endofed.ssl.masking import make_mask, patch_validity
-from endofed.ssl.patches import patchify
 from endofed.synth.cohort import generate
 from endofed.synth.profile import load_preset
-from endofed.training.cohort import case_dataset, derive_seed, make_loader
-from endofed.training.federated_site import NUM_EXAMPLES_KEY, PRETRAIN, FederatedSite, RoundPlan, full_state
+from endofed.training.cohort import DEVELOPMENT_SPLITS
+from endofed.training.federated_site import FederatedSite, RoundPlan, full_state
 from endofed.training.federated_site import local_state as split_local_state
-from endofed.training.site_pretrain import PRETRAIN_SPLITS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' FedAvg reference (not installed)
+from tests.reference_aggregate import weighted_average  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 State = dict[str, np.ndarray]
@@ -89,7 +94,7 @@ def run_federation(sites: list[FederatedSite], start: State, rounds: int, epochs
             payload = to_transport(state, up_mode, sent)
             up_bytes.append(state_nbytes(payload))
             states.append(from_transport(payload, up_mode, base))
-            volumes.append(int(metrics[NUM_EXAMPLES_KEY]))
+            volumes.append(int(metrics[NUM_EXAMPLES]))
             round_losses.append(float(metrics["train-loss"]))
         down_bytes.append(state_nbytes(wire))
         master = weighted_average(states, volumes)
@@ -153,7 +158,7 @@ def main() -> None:
         for transport in args.transports:
             sites = [FederatedSite(load_site_config(p), cfg, f"effect-{transport}") for p in yamls]
             result = run_federation(sites, start, args.rounds, args.local_epochs, transport)
-            result.train_mim = evaluate(sites, result.master, cfg, PRETRAIN_SPLITS)
+            result.train_mim = evaluate(sites, result.master, cfg, DEVELOPMENT_SPLITS)
             result.test_mim = evaluate(sites, result.master, cfg, ("test",))
             results[transport] = result
         report(results, mae_bytes, args)

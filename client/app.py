@@ -22,8 +22,23 @@ from endofed.config import load_site_config
 from endofed.federated.audit import append_audit, audit_outgoing
 from endofed.federated.bytes import from_transport, link_modes, payload_shapes, to_transport, zero_delta
 from endofed.federated.faults import NODE_CONFIG_KEY, corrupt, parse_fault_plan
+from endofed.federated.protocol import (
+    ARRAYS,
+    CONFIG,
+    DEFAULT_TRANSPORT,
+    LOCAL_EPOCHS,
+    METRICS,
+    NUM_EXAMPLES,
+    PARTITION_ID,
+    PHASE,
+    PRETRAIN,
+    PROXIMAL_MU,
+    SERVER_ROUND,
+    TOTAL_ROUNDS,
+    TRANSPORT,
+)
 from endofed.federated.runconfig import ECHO, RUN_KEY, experiment_config, site_config_path
-from endofed.training.federated_site import NUM_EXAMPLES_KEY, FederatedSite, RoundPlan
+from endofed.training.federated_site import FederatedSite, RoundPlan
 
 APP_DIR = Path(__file__).resolve().parents[1]
 _SITES: dict[tuple[str, str], FederatedSite] = {}  # simulation reuses processes: keep the loaded cohort
@@ -76,15 +91,15 @@ def injected_fault(msg: Message, context: Context, call_next: ClientAppCallable)
     plan_text = str(context.node_config.get(NODE_CONFIG_KEY, ""))
     if not plan_text or reply.has_error() or msg.metadata.message_type != MessageType.TRAIN:
         return reply
-    config = msg.content["config"]
-    fault = parse_fault_plan(plan_text).get(int(config["server-round"])) if config.get("phase") == "pretrain" else None
+    config = msg.content[CONFIG]
+    fault = parse_fault_plan(plan_text).get(int(config[SERVER_ROUND])) if config.get(PHASE) == PRETRAIN else None
     if fault is None:
         return reply
-    metrics = reply.content["metrics"]
-    honest = {k: v.numpy() for k, v in reply.content["arrays"].items()}
-    arrays, claimed = corrupt(honest, int(metrics[NUM_EXAMPLES_KEY]), fault)
-    reply.content["arrays"] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
-    metrics[NUM_EXAMPLES_KEY] = claimed
+    metrics = reply.content[METRICS]
+    honest = {k: v.numpy() for k, v in reply.content[ARRAYS].items()}
+    arrays, claimed = corrupt(honest, int(metrics[NUM_EXAMPLES]), fault)
+    reply.content[ARRAYS] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+    metrics[NUM_EXAMPLES] = claimed
     return reply
 
 
@@ -103,13 +118,13 @@ def _site(context: Context) -> FederatedSite:
 
 def _partition_metric(context: Context) -> dict[str, int]:
     """In simulation, the partition id identifies the site in the server's per-site report."""
-    partition = context.node_config.get("partition-id")
-    return {} if partition is None else {"partition-id": int(str(partition))}
+    partition = context.node_config.get(PARTITION_ID)
+    return {} if partition is None else {PARTITION_ID: int(str(partition))}
 
 
 def _transport(msg: Message) -> str:
     """The federation's transport named by the server (``fp32`` when it names none)."""
-    return str(msg.content["config"].get("transport", "fp32"))
+    return str(msg.content[CONFIG].get(TRANSPORT, DEFAULT_TRANSPORT))
 
 
 def _reply_mode(msg: Message) -> str:
@@ -120,7 +135,7 @@ def _reply_mode(msg: Message) -> str:
 def _received(msg: Message) -> tuple[dict[str, np.ndarray], str]:
     """The encoder sent by the server as float32, and the codec to reply in."""
     down, up = link_modes(_transport(msg))
-    arrays = {k: v.numpy() for k, v in msg.content["arrays"].items()}
+    arrays = {k: v.numpy() for k, v in msg.content[ARRAYS].items()}
     return from_transport(arrays, down), up
 
 
@@ -137,7 +152,7 @@ def _echo_reply(msg: Message) -> ArrayRecord:
     instead (same bytes, new content). A delta reply carries the low byte of every received value with scale 0:
     as many bytes as a real delta, decoding to exactly the weights sent.
     """
-    received = {k: v.numpy() for k, v in msg.content["arrays"].items()}
+    received = {k: v.numpy() for k, v in msg.content[ARRAYS].items()}
     if _reply_mode(msg) != "delta_int8":
         return ArrayRecord({k: Array(np.roll(v, 1)) for k, v in received.items()})
     payload = zero_delta({k: v.shape for k, v in received.items()})
@@ -150,15 +165,15 @@ def train(msg: Message, context: Context) -> Message:
     """One local round on the received encoder; metrics include where the time went (``t-*`` seconds)."""
     started, startup = time.perf_counter(), process_age_s()
     if _echo(context):
-        metrics: dict[str, float | int] = {NUM_EXAMPLES_KEY: 1}
-        return Message(RecordDict({"arrays": _echo_reply(msg), "metrics": MetricRecord(metrics)}), reply_to=msg)
-    config = msg.content["config"]
+        metrics: dict[str, float | int] = {NUM_EXAMPLES: 1}
+        return Message(RecordDict({ARRAYS: _echo_reply(msg), METRICS: MetricRecord(metrics)}), reply_to=msg)
+    config = msg.content[CONFIG]
     plan = RoundPlan(
-        phase=str(config["phase"]),
-        server_round=int(config["server-round"]),
-        total_rounds=int(config["total-rounds"]),
-        local_epochs=int(config["local-epochs"]),
-        proximal_mu=float(config.get("proximal-mu", 0.0)),
+        phase=str(config[PHASE]),
+        server_round=int(config[SERVER_ROUND]),
+        total_rounds=int(config[TOTAL_ROUNDS]),
+        local_epochs=int(config[LOCAL_EPOCHS]),
+        proximal_mu=float(config.get(PROXIMAL_MU, 0.0)),
     )
     site = _site(context)
     loaded = time.perf_counter()
@@ -175,7 +190,7 @@ def train(msg: Message, context: Context) -> Message:
         "t-local": trained - decoded,  # model build, local state load/save, and the training itself
         "t-encode": time.perf_counter() - trained,
     }
-    content = RecordDict({"arrays": wire, "metrics": MetricRecord(metrics)})
+    content = RecordDict({ARRAYS: wire, METRICS: MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
 
 
@@ -183,10 +198,10 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     """Test-split metrics of the received encoder with this site's head (optionally fine-tuned locally first)."""
     if _echo(context):
-        return Message(RecordDict({"metrics": MetricRecord({NUM_EXAMPLES_KEY: 1})}), reply_to=msg)
-    config = msg.content["config"]
-    local_epochs = int(config.get("local-epochs", 0))
+        return Message(RecordDict({METRICS: MetricRecord({NUM_EXAMPLES: 1})}), reply_to=msg)
+    config = msg.content[CONFIG]
+    local_epochs = int(config.get(LOCAL_EPOCHS, 0))
     shared, _ = _received(msg)
     metrics = _site(context).evaluate(shared, local_epochs)
     metrics |= _partition_metric(context)
-    return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+    return Message(content=RecordDict({METRICS: MetricRecord(metrics)}), reply_to=msg)

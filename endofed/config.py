@@ -6,32 +6,47 @@ Two kinds of file exist:
   which model is trained and how. It must be identical at every site of a federation.
 * a **site config** (``configs/sites/*.yaml``): where one hospital's data, work dir and credentials are.
 
-Both are parsed by the same strict builder: unknown keys are refused with a did-you-mean, every value is
-type-checked, and each dataclass validates its own ranges in ``__post_init__`` with a message naming the
-bad value. Defaults are reasoned fills (the seed paper's exact settings are not public).
+Both are parsed by the same strict builder (:mod:`endofed.config_builder`, re-exported here): unknown keys are
+refused with a did-you-mean, every value is type-checked, and each dataclass validates its own ranges in
+``__post_init__`` with a message naming the bad value. Defaults are reasoned fills (the seed paper's exact
+settings are not public). The names of the mask modes and of the strategies come from pure modules
+(:mod:`endofed.ssl.mask_modes`, :mod:`endofed.federated.strategies`): this module imports neither torch nor flwr.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import re
-import types
-import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
 
-import yaml
-
+from endofed.config_builder import apply_overrides, build, load_dataclass, read_yaml, resolve_paths, to_dict
 from endofed.errors import ConfigError
+from endofed.federated.strategies import SAME, STRATEGIES
+from endofed.ssl.mask_modes import MASK_MODES
 
-T = TypeVar("T")
+__all__ = [
+    "INTERPOLATIONS",
+    "MASK_MODES",
+    "SPLITS",
+    "STRATEGIES",
+    "TRANSPORTS",
+    "DataConfig",
+    "ExperimentConfig",
+    "FederationConfig",
+    "FinetuneConfig",
+    "ModelConfig",
+    "PretrainConfig",
+    "ServerConfig",
+    "SiteConfig",
+    "apply_overrides",
+    "build",
+    "load_config",
+    "load_server_config",
+    "load_site_config",
+    "read_yaml",
+    "to_dict",
+]
 
-MASK_MODES = ("shared", "independent", "modality_drop")
-_SCIENTIFIC = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")  # a number YAML 1.1 leaves as a string, e.g. 1e-5
-STRATEGIES = ("fedavg", "fedprox", "fedadam", "trimmed_mean", "median")
 TRANSPORTS = ("fp32", "bf16", "delta_int8")
 INTERPOLATIONS = ("linear", "bspline", "nearest")
 SPLITS = ("train", "val", "test")
@@ -158,9 +173,7 @@ class FinetuneConfig:
     layer_decay: float = 0.75  # layer-wise LR decay (1.0 = off)
     class_weighted: bool = True  # weight the loss by inverse class frequency
     augment: bool = True  # flips, small affine, intensity jitter
-    folds: int = 5  # patient-level stratified cross-validation folds
     test_fraction: float = 0.2  # held-out patient-level test split when the manifest gives none
-    val_fraction: float = 0.1  # validation split (early stopping / model selection)
     bootstrap: int = 1000  # bootstrap resamples for 95% CIs
     split_seed: int = -1  # seed of the patient-level test/val split (-1: the global seed)
 
@@ -168,15 +181,7 @@ class FinetuneConfig:
         for name in ("epochs", "batch_size", "lr"):
             _positive(f"finetune.{name}", getattr(self, name))
         _require(0 < self.layer_decay <= 1, f"finetune.layer_decay must be in (0, 1], got {self.layer_decay!r}")
-        _require(self.folds >= 2, f"finetune.folds must be >= 2, got {self.folds!r}")
-        for name in ("test_fraction", "val_fraction"):
-            value = getattr(self, name)
-            _require(0 <= value < 1, f"finetune.{name} must be in [0, 1), got {value!r}")
-        _require(
-            self.test_fraction + self.val_fraction < 1,
-            f"finetune.test_fraction + finetune.val_fraction must be < 1, got "
-            f"{self.test_fraction!r} + {self.val_fraction!r}",
-        )
+        _require(0 <= self.test_fraction < 1, f"finetune.test_fraction must be in [0, 1), got {self.test_fraction!r}")
         _require(self.bootstrap >= 0, f"finetune.bootstrap must be >= 0, got {self.bootstrap!r}")
         _require(
             self.split_seed >= -1, f"finetune.split_seed must be >= 0 (or -1: the global seed), got {self.split_seed!r}"
@@ -216,7 +221,7 @@ class FederationConfig:
             f"federation.strategy must be one of {STRATEGIES}, got {self.strategy!r}",
         )
         _require(
-            self.finetune_strategy in ("same", *STRATEGIES),
+            self.finetune_strategy in (SAME, *STRATEGIES),
             f"federation.finetune_strategy must be 'same' or one of {STRATEGIES}, got {self.finetune_strategy!r}",
         )
         _require(
@@ -345,147 +350,13 @@ class ServerConfig:
 
 
 # --------------------------------------------------------------------------------------------------
-# Strict builder: mapping -> frozen dataclass, with type checks and did-you-mean.
+# Loaders: YAML file + overrides -> validated config (the builder is endofed.config_builder).
 # --------------------------------------------------------------------------------------------------
-
-
-def _suggest(key: str, choices: Sequence[str]) -> str:
-    """Return a ' (did you mean X?)' hint for a mistyped key, or ''."""
-    close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Check ``value`` against a field annotation and convert YAML lists to tuples, str to Path."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where)
-    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: any length
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
-        return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ConfigError(f"{where} must be a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
-    if annotation is Path:
-        if not isinstance(value, (str, Path)):
-            raise ConfigError(f"{where} must be a path string, got {value!r}")
-        return Path(value)
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
-            value = float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
-        return value
-    raise AssertionError(f"unsupported annotation {annotation!r} at {where}")  # internal invariant
-
-
-def build(cls: type[T], raw: Mapping[str, Any] | None, where: str = "") -> T:
-    """Build dataclass ``cls`` from a mapping, refusing unknown keys and ill-typed values.
-
-    Args:
-        cls: a frozen dataclass of this module.
-        raw: parsed YAML mapping (``None`` means all defaults).
-        where: dotted prefix used in error messages, e.g. ``"data"``.
-
-    Returns:
-        The validated instance.
-
-    Raises:
-        ConfigError: naming the offending key or value.
-    """
-    raw = {} if raw is None else raw
-    label = where or "config"
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{label} must be a mapping of keys to values, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        dotted = f"{where}.{key}" if where else str(key)
-        if key not in fields:
-            raise ConfigError(f"unknown config key {dotted!r}{_suggest(str(key), list(fields))}")
-        annotation = hints[key]
-        if dataclasses.is_dataclass(annotation):
-            kwargs[key] = build(annotation, value, dotted)  # type: ignore[arg-type]
-        else:
-            kwargs[key] = _coerce(value, annotation, dotted)
-    return cls(**kwargs)
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML file that must hold a mapping; errors name the file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"malformed YAML in {path}{at}: {problem}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of keys to values, got {type(data).__name__}")
-    return data
-
-
-def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Return a copy of ``raw`` with ``section.key=value`` overrides applied (values parsed as YAML).
-
-    >>> apply_overrides({"data": {"roi_size": [1, 2, 3]}}, ["data.roi_size=[4, 4, 4]", "seed=3"])
-    {'data': {'roi_size': [4, 4, 4]}, 'seed': 3}
-    """
-    result: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override must look like section.key=value, got {item!r}")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise ConfigError(f"cannot parse the value of override {item!r}") from None
-        parts = key.strip().split(".")
-        node = result
-        for part in parts[:-1]:
-            child = node.get(part)
-            node[part] = dict(child) if isinstance(child, dict) else {}
-            node = node[part]
-        node[parts[-1]] = value
-    return result
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Load an experiment config from YAML (``None`` = all defaults) plus ``section.key=value`` overrides."""
-    raw = read_yaml(path) if path is not None else {}
-    raw = apply_overrides(raw, overrides)
-    try:
-        return build(ExperimentConfig, raw)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
+    return load_dataclass(ExperimentConfig, path, overrides)
 
 
 _SITE_PATH_FIELDS = ("data_root", "manifest", "labels_csv", "work_dir", "root_certificates", "private_key")
@@ -494,47 +365,23 @@ _SITE_PATH_FIELDS = ("data_root", "manifest", "labels_csv", "work_dir", "root_ce
 def load_site_config(path: str | Path, overrides: Sequence[str] = ()) -> SiteConfig:
     """Load a site YAML; relative paths in it are resolved against the YAML's own folder."""
     path = Path(path)
-    raw = apply_overrides(read_yaml(path), overrides)
-    try:
-        site = build(SiteConfig, raw, "site")
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    base = path.resolve().parent
-    resolved = {
-        name: (base / value).resolve() for name in _SITE_PATH_FIELDS if (value := getattr(site, name)) is not None
-    }
-    return dataclasses.replace(site, **resolved)
+    site = load_dataclass(SiteConfig, path, overrides, "site")
+    return resolve_paths(site, path.resolve().parent, _SITE_PATH_FIELDS)
 
 
-_SERVER_PATH_FIELDS = ("ca_certificate", "server_certificate", "server_key", "experiment", "output_dir", "app_dir")
+_SERVER_PATH_FIELDS = (
+    "ca_certificate",
+    "server_certificate",
+    "server_key",
+    "site_public_keys",
+    "experiment",
+    "output_dir",
+    "app_dir",
+)
 
 
 def load_server_config(path: str | Path | None, overrides: Sequence[str] = ()) -> ServerConfig:
     """Load a server YAML (``None`` = defaults relative to the current folder); relative paths resolved."""
-    raw = apply_overrides(read_yaml(path) if path is not None else {}, overrides)
-    try:
-        server = build(ServerConfig, raw, "server")
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
+    server = load_dataclass(ServerConfig, path, overrides, "server")
     base = Path(path).resolve().parent if path is not None else Path.cwd()
-    resolved: dict[str, Any] = {
-        name: (base / value).resolve() for name in _SERVER_PATH_FIELDS if (value := getattr(server, name)) is not None
-    }
-    resolved["site_public_keys"] = tuple((base / p).resolve() for p in server.site_public_keys)
-    return dataclasses.replace(server, **resolved)
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain, YAML/JSON-serialisable dict of a config (tuples -> lists, paths -> str)."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, tuple):
-            return [plain(v) for v in value]
-        if isinstance(value, Path):
-            return str(value)
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        return value
-
-    result: dict[str, Any] = plain(dataclasses.asdict(cfg))
-    return result
+    return resolve_paths(server, base, _SERVER_PATH_FIELDS)

@@ -28,22 +28,34 @@ from flwr.serverapp import Grid, ServerApp
 
 from endofed.config import ExperimentConfig, to_dict
 from endofed.federated.privacy import PrivacyLedger, check_privacy_plan
+from endofed.federated.protocol import (
+    ENCODER_KIND,
+    FINETUNE,
+    LOCAL_EPOCHS,
+    PHASE,
+    PHASES,
+    PRETRAIN,
+    ROUNDS_FILE,
+    STATE_FILE,
+    STATE_GLOBAL_PREFIX,
+    STATE_KIND,
+    SUMMARY_FILE,
+    TOTAL_ROUNDS,
+    global_encoder_file,
+)
 from endofed.federated.rounds import completed_rounds
 from endofed.federated.runconfig import OUTPUT_DIR, RESUME, experiment_config
 from endofed.federated.weights import encoder_state
 from endofed.io.checkpoint import config_hash, load_checkpoint, save_checkpoint
+from endofed.io.jsonl import JsonlWriter, write_json_atomic
 from endofed.models import build_mae
-from endofed.training.cohort import derive_seed
-from endofed.training.federated_site import FINETUNE, PHASES, PRETRAIN
-from endofed.training.records import JsonlWriter, write_results
+from endofed.seeds import derive_seed
 from server.privacy import PrivateRounds, make_private
 from server.strategies import RoundLogMixin, make_strategy
 
 Strategy = RoundLogMixin | PrivateRounds  # a phase's strategy, under central DP or not
 
 APP_DIR = Path(__file__).resolve().parents[1]
-STATE_FILE = "server_state.safetensors"  # the last completed round's server state (for --resume)
-GLOBAL = "global."  # key prefix of the global encoder in the state file
 LOGGER = logging.getLogger(__name__)
 
 app = ServerApp()
@@ -78,9 +90,9 @@ def save_server_state(out: Path, phase: str, server_round: int, arrays: ArrayRec
                       cfg_dict: dict[str, Any]) -> None:  # fmt: skip
     """Write ``server_state.safetensors`` atomically (the previous round's state stays until it is replaced)."""
     moments, meta = strategy.export_state()
-    tensors = {f"{GLOBAL}{k}": torch.from_numpy(np.array(v.numpy())) for k, v in arrays.items()}
+    tensors = {f"{STATE_GLOBAL_PREFIX}{k}": torch.from_numpy(np.array(v.numpy())) for k, v in arrays.items()}
     tensors |= {k: torch.from_numpy(np.array(v)) for k, v in moments.items()}
-    metadata = {"kind": "server_state", "phase": phase, "round": server_round, "config_hash": config_hash(cfg_dict),
+    metadata = {"kind": STATE_KIND, "phase": phase, "round": server_round, "config_hash": config_hash(cfg_dict),
                 "strategy": meta}  # fmt: skip
     save_checkpoint(out / STATE_FILE, tensors, metadata)
 
@@ -97,8 +109,9 @@ def load_server_state(out: Path, cfg_dict: dict[str, Any]) -> ServerState:
     tensors, meta = load_checkpoint(path)
     if meta.get("config_hash") != config_hash(cfg_dict):
         raise RuntimeError(f"{path} was saved with another experiment config; resume needs the same config")
-    arrays = ArrayRecord({k.removeprefix(GLOBAL): Array(v.numpy()) for k, v in tensors.items() if k.startswith(GLOBAL)})
-    others = {k: v.numpy() for k, v in tensors.items() if not k.startswith(GLOBAL)}
+    prefix = STATE_GLOBAL_PREFIX
+    arrays = ArrayRecord({k.removeprefix(prefix): Array(v.numpy()) for k, v in tensors.items() if k.startswith(prefix)})
+    others = {k: v.numpy() for k, v in tensors.items() if not k.startswith(prefix)}
     return ServerState(str(meta["phase"]), int(meta["round"]), arrays, others, dict(meta["strategy"]))
 
 
@@ -113,9 +126,9 @@ def _checkpointer(out: Path, phase: str, cfg: ExperimentConfig, strategy: Strate
     def save(loop_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if loop_round > 0:
             server_round = loop_round + strategy.round_offset
-            metadata = {"kind": "global_encoder", "phase": phase, "round": server_round, "config": cfg_dict,
+            metadata = {"kind": ENCODER_KIND, "phase": phase, "round": server_round, "config": cfg_dict,
                         "config_hash": config_hash(cfg_dict)}  # fmt: skip
-            save_checkpoint(out / f"global_encoder_{phase}.safetensors", arrays.to_torch_state_dict(), metadata)
+            save_checkpoint(out / global_encoder_file(phase), arrays.to_torch_state_dict(), metadata)
             save_server_state(out, phase, server_round, arrays, strategy, cfg_dict)
         return None
 
@@ -126,10 +139,10 @@ def _phase(grid: Grid, strategy: Strategy, arrays: ArrayRecord, rounds: int, pha
            out: Path) -> ArrayRecord:  # fmt: skip
     """Run the remaining rounds of one phase (after ``strategy.round_offset`` done); returns the global encoder."""
     fed = cfg.federation
-    train_config = ConfigRecord({"phase": phase, "total-rounds": rounds, "local-epochs": fed.local_epochs})
+    train_config = ConfigRecord({PHASE: phase, TOTAL_ROUNDS: rounds, LOCAL_EPOCHS: fed.local_epochs})
     result = strategy.start(  # type: ignore[attr-defined]
         grid, arrays, num_rounds=rounds - strategy.round_offset, timeout=fed.round_timeout_s,
-        train_config=train_config, evaluate_config=ConfigRecord({"local-epochs": 0}),
+        train_config=train_config, evaluate_config=ConfigRecord({LOCAL_EPOCHS: 0}),
         evaluate_fn=_checkpointer(out, phase, cfg, strategy),
     )  # fmt: skip
     if not result.arrays:
@@ -139,7 +152,7 @@ def _phase(grid: Grid, strategy: Strategy, arrays: ArrayRecord, rounds: int, pha
 
 def _local_finetune_evaluation(grid: Grid, strategy: Strategy, arrays: ArrayRecord, cfg: ExperimentConfig) -> None:
     """One evaluation round in which each site fine-tunes the global encoder locally, then tests."""
-    config = ConfigRecord({"local-epochs": cfg.finetune.epochs})
+    config = ConfigRecord({LOCAL_EPOCHS: cfg.finetune.epochs})
     messages = strategy.configure_evaluate(1, arrays, config, grid)  # type: ignore[attr-defined]
     replies = grid.send_and_receive(messages, timeout=cfg.federation.round_timeout_s)
     strategy.aggregate_evaluate(1, replies)
@@ -153,7 +166,7 @@ def main(grid: Grid, context: Context) -> None:
     fed = cfg.federation
     out = _output_dir(context)
     resume = bool(context.run_config.get(RESUME, False))
-    writer = JsonlWriter(out / "rounds.jsonl", append=resume)
+    writer = JsonlWriter(out / ROUNDS_FILE, append=resume)
     check_privacy_plan(fed)  # a DP budget the planned rounds would exceed fails before any site is contacted
     ledger = PrivacyLedger.from_config(fed)  # one budget for both phases; None without DP
     saved = load_server_state(out, to_dict(cfg)) if resume else None
@@ -186,5 +199,5 @@ def main(grid: Grid, context: Context) -> None:
         "seconds": time.perf_counter() - started,
         "resumed_after": None if saved is None else {"phase": saved.phase, "round": saved.round},
     }
-    write_results(out / "summary.json", summary)
+    write_json_atomic(out / SUMMARY_FILE, summary)
     LOGGER.info("federated run finished: %s", summary)

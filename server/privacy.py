@@ -36,6 +36,8 @@ from flwr.supercore import log
 
 from endofed.config import FederationConfig
 from endofed.federated.privacy import PrivacyLedger, clip_update, noise_std, private_average
+from endofed.federated.protocol import ARRAYS
+from endofed.federated.strategies import DP_COMPATIBLE
 from server.strategies import RoundLogMixin
 
 LOGGER = logging.getLogger(__name__)
@@ -132,12 +134,12 @@ class PrivateRounds(DifferentialPrivacyServerSideFixedClipping):
         if reply.has_error():
             return None
         try:
-            weights = reply.content.array_records["arrays"]
+            weights = reply.content.array_records[ARRAYS]
             self.inner.decode_reply(weights)  # the round log's own check: keys, shapes, dtypes, finite values
         except (ValueError, KeyError):
             return None  # the wrapped strategy rejects it again, with its log line and round record
         update, norm = clip_update({key: weights[key].numpy() - base[key] for key in base}, self.clipping_norm)
-        reply.content["arrays"] = ArrayRecord({key: Array(base[key] + update[key]) for key in weights.keys()})
+        reply.content[ARRAYS] = ArrayRecord({key: Array(base[key] + update[key]) for key in weights.keys()})
         return _Clipped(int(reply.metadata.src_node_id), reply.content, update, norm)
 
     @staticmethod
@@ -206,7 +208,11 @@ class PrivateRounds(DifferentialPrivacyServerSideFixedClipping):
 
 
 def _averages(strategy: RoundLogMixin) -> bool:
-    """Whether the round log hands its kept replies to FedAvg's mean (FedAvg, FedProx; not FedAdam, trimmed mean)."""
+    """Whether the round log hands its kept replies to FedAvg's mean (FedAvg, FedProx; not FedAdam, trimmed mean).
+
+    The release relies on it (it sums the replies FedAvg's metric hook sees); it must agree with the DP flag of the
+    strategy's name in :data:`endofed.federated.strategies.DP_COMPATIBLE` (a test checks every registered strategy).
+    """
     following = getattr(super(RoundLogMixin, strategy), "aggregate_train", None)
     return getattr(following, "__func__", None) is FedAvg.aggregate_train
 
@@ -227,15 +233,16 @@ def make_private(
         rng: noise source (tests); by default a generator seeded from OS entropy.
 
     Raises:
-        ValueError: DP is on but there is no ledger, the strategy does not average (FedAdam, trimmed mean),
-            or the transport is not fp32.
+        ValueError: DP is on but there is no ledger, the strategy is not DP-compatible
+            (:data:`endofed.federated.strategies.DP_COMPATIBLE`: FedAdam, trimmed mean, median), or the transport
+            is not fp32.
     """
     if not fed.dp_noise_multiplier > 0:
         return strategy
     if ledger is None:
         raise ValueError("federation.dp_noise_multiplier is set: pass the run's PrivacyLedger")
-    if not _averages(strategy):
+    if not (DP_COMPATIBLE.get(strategy.strategy_name, False) and _averages(strategy)):
         raise ValueError(f"central DP needs a FedAvg or FedProx strategy, got {type(strategy).__name__}")
-    if strategy.transport != "fp32":
+    if strategy.transport != "fp32":  # clipping and noise act on the float32 updates as received
         raise ValueError(f"central DP needs federation.transport=fp32, got {strategy.transport!r}")
     return PrivateRounds(strategy, fed, ledger, rng)

@@ -1,4 +1,4 @@
-"""Flower strategies of the coordinator: Flower's own, plus a small mixin for endofed's bookkeeping.
+"""Flower strategies of the coordinator: Flower's own, plus a small mixin for endofed's bookkeeping, by name.
 
 The mixin extends the strategy hooks only (``configure_train``, ``aggregate_train``, ``aggregate_evaluate``);
 the round loop stays Flower's. Per round it validates each site's update against the weights sent, drops a
@@ -9,6 +9,10 @@ Wire formats (``federation.transport``, codecs in :mod:`endofed.federated.bytes`
 master weights and aggregates float32 arrays whatever travels. ``bf16`` sends bfloat16 both ways. ``delta_int8``
 sends bfloat16 down and receives int8 deltas against exactly those bf16 weights; the server adds each decoded
 delta to its float32 master weights (not to their bf16 copy), so an update smaller than a bf16 step is not lost.
+
+Registry: :data:`STRATEGY_CLASSES` maps every name of :mod:`endofed.federated.strategies` (the pure list the
+config validates against, with the DP flags) to its class here; :func:`make_strategy` builds from it. Adding a
+strategy: docs/extending.md.
 """
 
 from __future__ import annotations
@@ -27,21 +31,28 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from endofed.config import FederationConfig
 from endofed.federated.bytes import from_transport, link_modes, state_nbytes, to_transport
+from endofed.federated.protocol import (
+    ARRAYS,
+    DEFAULT_TRANSPORT,
+    FINETUNE,
+    METRICS,
+    NUM_EXAMPLES,
+    PARTITION_ID,
+    TRANSPORT,
+)
 from endofed.federated.rounds import round_can_start, update_digest
+from endofed.federated.strategies import FEDADAM, FEDAVG, FEDPROX, MEDIAN, TRIMMED_MEAN, phase_strategy
 from endofed.federated.validate import validate_num_examples, validate_update
-from endofed.training.federated_site import FINETUNE
-from endofed.training.records import JsonlWriter
+from endofed.io.jsonl import JsonlWriter
 
 LOGGER = logging.getLogger(__name__)
-NUM_EXAMPLES = "num-examples"  # the FedAvg weight a site claims (volumes it trained on)
-SITE_TAG = "partition-id"  # identifies a simulated site in the per-site records; never averaged
 OPTIMISER_MOMENTS = ("m_t", "v_t")  # FedAdam's server-side state (saved for --resume)
 
 
 def average_metrics(records: list[RecordDict], weighting_key: str) -> MetricRecord:
-    """Flower's weighted metric average, leaving out the site tag (an average of ids means nothing)."""
+    """Flower's weighted metric average, leaving out the site tag ``partition-id`` (an average of ids means nothing)."""
     stripped = [
-        RecordDict({name: MetricRecord({k: v for k, v in rec.items() if k != SITE_TAG})
+        RecordDict({name: MetricRecord({k: v for k, v in rec.items() if k != PARTITION_ID})
                     for name, rec in record.metric_records.items()})
         for record in records
     ]  # fmt: skip
@@ -70,10 +81,11 @@ def decode(arrays: ArrayRecord, mode: str, reference: dict[str, np.ndarray] | No
 class RoundLogMixin:
     """Validation and per-site logging around a Flower strategy's train/evaluate aggregation."""
 
+    strategy_name: str = ""  # its name in STRATEGY_CLASSES (endofed.federated.strategies)
     phase: str = ""
-    transport: str = "fp32"
-    down: str = "fp32"  # codec server -> site
-    up: str = "fp32"  # codec site -> server
+    transport: str = DEFAULT_TRANSPORT
+    down: str = DEFAULT_TRANSPORT  # codec server -> site
+    up: str = DEFAULT_TRANSPORT  # codec site -> server
     writer: JsonlWriter | None = None
     max_norm_ratio: float = 0.0  # bound on ||w - w_global|| / ||w_global|| (0 = off)
     max_examples: int = 0  # bound on a site's num-examples (0 = off)
@@ -87,7 +99,7 @@ class RoundLogMixin:
         self,
         phase: str,
         writer: JsonlWriter | None,
-        transport: str = "fp32",
+        transport: str = DEFAULT_TRANSPORT,
         max_norm_ratio: float = 0.0,
         max_examples: int = 0,
     ) -> None:
@@ -135,7 +147,7 @@ class RoundLogMixin:
         """Wait for sites (bounded), encode for the wire, remember what is sent (to decode, validate, count bytes)."""
         self.await_sites(grid)
         wire = self.prepare_round(arrays)
-        config["transport"] = self.transport
+        config[TRANSPORT] = self.transport
         messages = super().configure_train(server_round + self.round_offset, wire, config, grid)  # type: ignore[misc]
         if hasattr(self, "current_arrays"):  # FedOpt family: its server optimiser works on float32 weights
             self.current_arrays = dict(self._base)
@@ -177,7 +189,7 @@ class RoundLogMixin:
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Evaluation messages carry the encoder in the same wire format (after the bounded wait for sites)."""
-        config["transport"] = self.transport
+        config[TRANSPORT] = self.transport
         if self.fraction_evaluate > 0:  # type: ignore[attr-defined]
             self.await_sites(grid)
         shifted = server_round + self.round_offset
@@ -196,15 +208,15 @@ class RoundLogMixin:
                 continue  # Flower's reply carries the error; it is counted as a failure in the round record
             node = int(reply.metadata.src_node_id)
             try:
-                reply.content["arrays"] = self.decode_reply(reply.content["arrays"])
-                claimed = reply.content["metrics"].get(NUM_EXAMPLES)
+                reply.content[ARRAYS] = self.decode_reply(reply.content[ARRAYS])
+                claimed = reply.content[METRICS].get(NUM_EXAMPLES)
                 self._claims[node] = validate_num_examples(claimed, self.max_examples, self._claims.get(node))
             except (ValueError, KeyError) as exc:
                 LOGGER.warning("round update of node %s rejected: %s", node, exc)
                 self._rejected.append({"node": node, "reason": str(exc)})
                 continue
             self._norms[node] = self._last_norm
-            kept.append((update_digest(_numpy(reply.content["arrays"])), reply))
+            kept.append((update_digest(_numpy(reply.content[ARRAYS])), reply))
         return [reply for _, reply in sorted(kept, key=lambda item: item[0])]
 
     def aggregate_train(
@@ -213,7 +225,7 @@ class RoundLogMixin:
         """Validate, aggregate (with a quorum of valid updates), and log the round."""
         server_round += self.round_offset
         received = list(replies)
-        up_bytes = {int(r.metadata.src_node_id): state_nbytes(_numpy(r.content["arrays"])) for r in received
+        up_bytes = {int(r.metadata.src_node_id): state_nbytes(_numpy(r.content[ARRAYS])) for r in received
                     if not r.has_error()}  # fmt: skip
         kept = self._valid(received)  # back to float32 before averaging
         started = time.perf_counter()
@@ -229,7 +241,7 @@ class RoundLogMixin:
         sites = [
             {
                 "node": int(r.metadata.src_node_id),
-                **{k: float(v) for k, v in r.content["metrics"].items() if isinstance(v, (int, float))},
+                **{k: float(v) for k, v in r.content[METRICS].items() if isinstance(v, (int, float))},
                 "bytes_down": down,
                 "bytes_up": up_bytes[int(r.metadata.src_node_id)],
                 "update_norm_ratio": self._norms[int(r.metadata.src_node_id)],
@@ -258,7 +270,7 @@ class RoundLogMixin:
         if not received:
             return None
         self.last_evaluation = {
-            int(r.metadata.src_node_id): {k: float(v) for k, v in r.content["metrics"].items()}
+            int(r.metadata.src_node_id): {k: float(v) for k, v in r.content[METRICS].items()}
             for r in received
             if not r.has_error()
         }
@@ -301,25 +313,51 @@ class RoundLogMixin:
         self.last_evaluation = {int(node): {k: math.nan if v is None else float(v) for k, v in values.items()}
                                 for node, values in meta.get("last_evaluation", {}).items()}  # fmt: skip
 
+    @classmethod
+    def options(cls, fed: FederationConfig) -> dict[str, Any]:
+        """Constructor arguments of this strategy taken from the federation config (beyond the common ones)."""
+        return {}
+
 
 class LoggedFedAvg(RoundLogMixin, FedAvg):
     """FedAvg with endofed's validation and round log."""
+
+    strategy_name = FEDAVG
 
 
 class LoggedFedProx(RoundLogMixin, FedProx):
     """FedProx (the server sends ``proximal-mu``; the sites add the proximal term) with the round log."""
 
+    strategy_name = FEDPROX
+
+    @classmethod
+    def options(cls, fed: FederationConfig) -> dict[str, Any]:
+        """FedProx's ``proximal_mu``."""
+        return {"proximal_mu": fed.proximal_mu}
+
 
 class LoggedFedAdam(RoundLogMixin, FedAdam):
     """FedAdam (server-side Adam on the averaged update) with the round log."""
+
+    strategy_name = FEDADAM
 
 
 class LoggedFedTrimmedAvg(RoundLogMixin, FedTrimmedAvg):
     """Trimmed-mean aggregation (robust to an outlying site) with the round log."""
 
+    strategy_name = TRIMMED_MEAN
+
 
 class LoggedFedMedian(RoundLogMixin, FedMedian):
     """Coordinate-wise median of the site updates (robust to an outlying site) with the round log."""
+
+    strategy_name = MEDIAN
+
+
+# name -> class, in the order of endofed.federated.strategies.STRATEGIES (tests/server/test_strategies.py checks it)
+STRATEGY_CLASSES: dict[str, type[RoundLogMixin]] = {
+    cls.strategy_name: cls for cls in (LoggedFedAvg, LoggedFedProx, LoggedFedAdam, LoggedFedTrimmedAvg, LoggedFedMedian)
+}
 
 
 def make_strategy(fed: FederationConfig, phase: str, evaluate: bool, writer: JsonlWriter | None) -> RoundLogMixin:
@@ -329,8 +367,14 @@ def make_strategy(fed: FederationConfig, phase: str, evaluate: bool, writer: Jso
     ``federation.quorum``; it changes the global weights only with a quorum of valid updates.
 
     The fine-tuning phase uses ``federation.finetune_strategy`` unless that is ``same``.
+
+    Raises:
+        ValueError: the configured name has no class in :data:`STRATEGY_CLASSES`.
     """
-    name = fed.finetune_strategy if phase == FINETUNE and fed.finetune_strategy != "same" else fed.strategy
+    name = phase_strategy(fed.strategy, fed.finetune_strategy, phase == FINETUNE)
+    cls = STRATEGY_CLASSES.get(name)
+    if cls is None:
+        raise ValueError(f"no strategy class for federation strategy {name!r}; known: {tuple(STRATEGY_CLASSES)}")
     quorum = fed.round_quorum
     common: dict[str, Any] = {  # Flower's own waits never block: the mixin's bounded wait comes first
         "fraction_train": 1.0,
@@ -341,17 +385,7 @@ def make_strategy(fed: FederationConfig, phase: str, evaluate: bool, writer: Jso
         "train_metrics_aggr_fn": average_metrics,
         "evaluate_metrics_aggr_fn": average_metrics,
     }
-    strategy: RoundLogMixin
-    if name == "fedprox":
-        strategy = LoggedFedProx(proximal_mu=fed.proximal_mu, **common)
-    elif name == "fedadam":
-        strategy = LoggedFedAdam(**common)
-    elif name == "trimmed_mean":
-        strategy = LoggedFedTrimmedAvg(**common)
-    elif name == "median":
-        strategy = LoggedFedMedian(**common)
-    else:
-        strategy = LoggedFedAvg(**common)
+    strategy = cls(**common, **cls.options(fed))
     strategy.setup_logging(phase, writer, fed.transport, fed.max_update_norm_ratio, fed.max_examples_per_site)
     strategy.setup_rounds(fed.min_sites, quorum, fed.node_wait_s)
     return strategy

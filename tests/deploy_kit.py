@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -23,9 +24,8 @@ from endofed.certs import create_credentials
 from endofed.launch.processes import free_port
 from endofed.synth.cohort import generate
 from endofed.synth.profile import load_preset
-from tests.training.conftest import OVERRIDES, TINY
+from tests.helpers import OVERRIDES, ROOT, TINY
 
-ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ENV = dict(
     os.environ,
@@ -34,6 +34,23 @@ ENV = dict(
     OMP_NUM_THREADS="1",
     PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
 )  # Flower starts flower-superexec by name
+
+# Time budgets (s). Every wait of a real-process test has its own deadline and fails with a message naming what
+# it waited for; the test's pytest timeout (:func:`budget_s`) is the sum of the waits it can make plus these, so
+# the cap never fires before a wait inside it, and the ``finally`` clauses still stop the processes.
+STOP_GRACE_S = 60  # stop(): SIGTERM, SIGKILL after this, then wait as long again
+SETUP_S = 120  # make_federation(): certificates and tiny synthetic sites (a module fixture, set up in a test's time)
+MARGIN_S = 120  # what no deadline bounds: starting interpreters, reading results, asserting
+
+
+def stop_budget_s(processes: int) -> float:
+    """The longest that :func:`stop` can take for ``processes`` processes."""
+    return processes * 2 * STOP_GRACE_S
+
+
+def budget_s(*waits_s: float) -> int:
+    """The pytest timeout of a test whose waits are ``waits_s``: their sum + SETUP_S + MARGIN_S, in whole seconds."""
+    return math.ceil(sum(waits_s) + SETUP_S + MARGIN_S)
 
 
 @dataclasses.dataclass
@@ -91,15 +108,15 @@ def start_client(
                  fed.root / f"{log_name or 'client_' + name}.log", extra_env)  # fmt: skip
 
 
-def stop(process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+def stop(process: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> None:
     """SIGTERM the process group (endofed-server/-client stop their Flower children on it), SIGKILL if needed."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=timeout_s)
+            process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=timeout_s)
+            process.wait(timeout=grace_s)
 
 
 def kill_group_from_pidfile(pid_file: Path) -> int:

@@ -31,8 +31,8 @@ from endofed.certs import create_credentials
 from endofed.cli.client import main as client_main
 from endofed.cli.main import main as endofed_main
 from endofed.cli.server import main as server_main
-from endofed.data.example import write_example_site
-from tests.training.conftest import OVERRIDES, TINY
+from endofed.synth.example import write_example_site
+from tests.helpers import OVERRIDES, TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = [arg for o in OVERRIDES for arg in ("--set", o)]

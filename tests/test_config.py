@@ -182,3 +182,55 @@ def test_central_dp_needs_a_clipping_norm_and_fp32_and_a_quorum_within_the_sites
     with pytest.raises(ConfigError, match="quorum must be between 0"):
         FederationConfig(min_sites=2, quorum=3)
     assert FederationConfig(min_sites=3, quorum=0).round_quorum == 3
+
+
+def test_config_imports_neither_torch_nor_flower():
+    import subprocess
+    import sys
+
+    code = "import sys, endofed.config; print(sorted({'torch', 'flwr', 'numpy'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_config_validates_against_the_one_list_of_mask_modes_and_strategies():
+    from endofed.config import FederationConfig, PretrainConfig
+    from endofed.federated.strategies import STRATEGIES
+    from endofed.ssl.mask_modes import MASK_MODES
+
+    assert [PretrainConfig(mask_mode=mode).mask_mode for mode in MASK_MODES] == list(MASK_MODES)
+    assert [FederationConfig(strategy=name).strategy for name in STRATEGIES] == list(STRATEGIES)
+    assert FederationConfig(finetune_strategy="same").finetune_strategy == "same"
+    with pytest.raises(ConfigError, match=r"one of \('shared', 'independent', 'modality_drop'\), got 'random'"):
+        PretrainConfig(mask_mode="random")
+    with pytest.raises(ConfigError, match="'same' or one of"):
+        FederationConfig(finetune_strategy="fedsgd")
+
+
+def test_builder_serves_any_dataclass_schema_and_resolves_paths(tmp_path):
+    from endofed.config_builder import load_dataclass, resolve_paths
+
+    @dataclasses.dataclass(frozen=True)
+    class Schema:
+        name: str = "x"  # a string
+        keys: tuple[Path, ...] = ()  # any number of paths
+        out: Path | None = None  # an optional path
+
+    (tmp_path / "s.yaml").write_text("keys: [a.pub, ../b.pub]\n")
+    loaded = load_dataclass(Schema, tmp_path / "s.yaml", ["name=y"], "schema")
+    assert loaded == Schema(name="y", keys=(Path("a.pub"), Path("../b.pub")))
+    resolved = resolve_paths(loaded, tmp_path, ("keys", "out"))
+    assert resolved.keys == ((tmp_path / "a.pub").resolve(), (tmp_path.parent / "b.pub").resolve())
+    assert resolved.out is None
+    with pytest.raises(ConfigError, match=r"s.yaml: unknown config key 'schema.nme' \(did you mean 'name'\?\)"):
+        load_dataclass(Schema, tmp_path / "s.yaml", ["nme=z"], "schema")
+
+
+def test_server_config_resolves_every_path_against_its_yaml(tmp_path):
+    from endofed.config import load_server_config
+
+    (tmp_path / "server.yaml").write_text("site_public_keys: [keys/a.pub]\nexperiment: exp.yaml\n")
+    server = load_server_config(tmp_path / "server.yaml")
+    assert server.site_public_keys == ((tmp_path / "keys" / "a.pub").resolve(),)
+    assert server.experiment == (tmp_path / "exp.yaml").resolve()
+    assert server.ca_certificate == (tmp_path / "certs" / "ca.crt").resolve() and server.app_dir is None

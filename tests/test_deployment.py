@@ -20,7 +20,9 @@ from endofed.launch.flwr import write_connection
 from endofed.launch.processes import Child, flower_env, free_port, wait_for_port
 from endofed.synth.cohort import generate
 from endofed.synth.profile import load_preset
-from tests.training.conftest import OVERRIDES, TINY
+from tests.helpers import OVERRIDES, TINY
+
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -7,6 +7,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -15,6 +17,7 @@ except ModuleNotFoundError:  # Python 3.10
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.integration  # pip builds the wheel in a subprocess
 def test_wheel_has_no_top_level_server_or_client(tmp_path):
     subprocess.run(
         [

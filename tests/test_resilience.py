@@ -26,6 +26,7 @@ from endofed.io.checkpoint import load_checkpoint
 from tests.deploy_kit import (
     TELEMETRY_ON,
     Federation,
+    budget_s,
     flower_privacy_env,
     group_alive,
     jsonl,
@@ -34,9 +35,20 @@ from tests.deploy_kit import (
     start,
     start_client,
     stop,
+    stop_budget_s,
     tail,
     wait_for,
 )
+
+pytestmark = pytest.mark.integration
+
+# Each wait's deadline (s). A test's timeout is the sum of the waits it can make (deploy_kit.budget_s), so a slow
+# machine fails a wait, with what it waited for, before pytest's cap; see the timeout of each test.
+ROUND_S = 400  # the coordinator to finish a round (server_state.json or rounds.jsonl shows it)
+SITE_ROUND_S = 300  # a site to finish its part of a round
+GONE_S = 30  # a SIGKILLed process (group) to be gone
+RUN_S = 600  # endofed-server to exit after its last (re)start
+HOSTILE_RUN_S = 900  # the same for seven rounds, six with a hostile update, and a SuperNode restarted until it joins
 
 RESUME_RUN = ("federation.strategy=fedadam", "federation.pretrain_rounds=3", "federation.finetune_rounds=2")
 CRASHES = (("pretrain", 2), ("finetune", 2))  # kill the coordinator while these rounds are under way
@@ -60,19 +72,22 @@ def _crash_during(fed: Federation, out: Path, process: subprocess.Popen[bytes], 
         meta = json.loads(state.read_text()) if state.exists() else None
         return None if meta is None else (meta["phase"], meta["round"])
 
-    wait_for(lambda: saved() == (phase, round_ - 1), 400, f"{phase} round {round_ - 1} to complete")
+    wait_for(lambda: saved() == (phase, round_ - 1), ROUND_S, f"{phase} round {round_ - 1} to complete")
 
     def finished() -> bool:
         return any((r["phase"], r["round"]) == (phase, round_) for n in fed.sites for r in _subjects(fed, n, out))
 
-    wait_for(finished, 300, f"a site to finish {phase} round {round_}")
+    wait_for(finished, SITE_ROUND_S, f"a site to finish {phase} round {round_}")
     killed_after = saved()
     superlink = kill_group_from_pidfile(out / "superlink.pid")
     process.kill()
-    process.wait(timeout=30)
+    process.wait(timeout=GONE_S)
     crash = {"after": killed_after, "at": time.time()}
-    wait_for(lambda: not group_alive(superlink), 30, "the killed SuperLink's processes to go")
+    wait_for(lambda: not group_alive(superlink), GONE_S, "the killed SuperLink's processes to go")
     return crash
+
+
+CRASH_S = ROUND_S + SITE_ROUND_S + 2 * GONE_S  # the waits of one _crash_during()
 
 
 def _run(fed: Federation, out_name: str, crash: bool) -> dict:
@@ -89,7 +104,7 @@ def _run(fed: Federation, out_name: str, crash: bool) -> dict:
         for phase, round_ in CRASHES if crash else ():
             info["crashes"].append(_crash_during(fed, out, process, phase, round_))
             process = start(["endofed-server", "--resume", str(out)], log)
-        assert process.wait(timeout=600) == 0, tail(log)
+        assert process.wait(timeout=RUN_S) == 0, tail(log)
         info["done_at"] = time.time()
     finally:
         for client in clients:
@@ -101,12 +116,18 @@ def _run(fed: Federation, out_name: str, crash: bool) -> dict:
     return info
 
 
+def _run_waits_s(sites: int, crash: bool) -> float:
+    """The longest that the waits of one :func:`_run` can take."""
+    return (len(CRASHES) * CRASH_S if crash else 0) + RUN_S + stop_budget_s(sites)
+
+
 @pytest.fixture(scope="module")
 def two_sites(tmp_path_factory: pytest.TempPathFactory) -> Federation:
     return make_federation(tmp_path_factory.mktemp("resume"), ["alpha", "beta"], RESUME_RUN)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(budget_s(_run_waits_s(2, crash=False), _run_waits_s(2, crash=True)))
 def test_a_coordinator_killed_mid_round_resumes_to_the_same_encoder_bitwise(two_sites):
     reference = _run(two_sites, "reference", crash=False)
     resumed = _run(two_sites, "crashed", crash=True)
@@ -155,6 +176,7 @@ def three_sites(tmp_path_factory: pytest.TempPathFactory) -> Federation:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(budget_s(ROUND_S, GONE_S, ROUND_S, RUN_S, stop_budget_s(3 + 1)))  # 3 clients and the server
 def test_a_site_killed_mid_run_is_left_out_within_the_timeout_and_rejoins_losing_nothing(three_sites):
     fed, out = three_sites, three_sites.root / "out"
     log = fed.root / "server.log"
@@ -163,20 +185,20 @@ def test_a_site_killed_mid_run_is_left_out_within_the_timeout_and_rejoins_losing
     server = start(["endofed-server", "--config", str(fed.server_yaml)], log, TELEMETRY_ON)
     try:
         state = out / "server_state.json"
-        wait_for(lambda: state.exists() and json.loads(state.read_text())["round"] >= 1, 400, "round 1")
+        wait_for(lambda: state.exists() and json.loads(state.read_text())["round"] >= 1, ROUND_S, "round 1")
         gamma_dir = _site_dir(fed, "gamma")
         for pid_file in (out / "superlink.pid", gamma_dir / "logs" / "supernode.pid"):
             assert flower_privacy_env(int(pid_file.read_text())) == {
                 "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}  # fmt: skip
         kill_group_from_pidfile(gamma_dir / "logs" / "supernode.pid")  # the site's machine dies: SuperNode ...
         clients["gamma"].kill()  # ... and endofed-client, with no clean-up
-        clients["gamma"].wait(timeout=30)
+        clients["gamma"].wait(timeout=GONE_S)
         killed = time.monotonic()
-        without = wait_for(lambda: any(len(r.get("sites", ())) == 2 for r in jsonl(out / "rounds.jsonl")), 400,
+        without = wait_for(lambda: any(len(r.get("sites", ())) == 2 for r in jsonl(out / "rounds.jsonl")), ROUND_S,
                            "a round completed by the two remaining sites")  # fmt: skip
         clients["gamma"] = start_client(fed, "gamma", "client_gamma_restarted")
         restarted = time.monotonic()
-        assert server.wait(timeout=600) == 0, tail(log)
+        assert server.wait(timeout=RUN_S) == 0, tail(log)
         finished = time.monotonic()
     finally:
         for client in clients.values():
@@ -217,6 +239,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Federation:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(budget_s(HOSTILE_RUN_S, stop_budget_s(3 + 1)))  # 2 clients, the SuperNode loop, the server
 def test_hostile_updates_are_rejected_and_logged_and_the_run_goes_on(hostile):
     from endofed.config import load_site_config
     from endofed.launch.deployment import supernode_command
@@ -234,7 +257,7 @@ def test_hostile_updates_are_rejected_and_logged_and_the_run_goes_on(hostile):
     processes.append(start(["bash", "-c", loop], fed.root / "hostile_supernode.log"))
     server = start(["endofed-server", "--config", str(fed.server_yaml)], fed.root / "server.log")
     try:
-        assert server.wait(timeout=900) == 0, tail(fed.root / "server.log")
+        assert server.wait(timeout=HOSTILE_RUN_S) == 0, tail(fed.root / "server.log")
     finally:
         for process in processes:
             stop(process)

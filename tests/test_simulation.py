@@ -11,7 +11,9 @@ import pytest
 from endofed.cli.main import main as endofed_main
 from endofed.cli.sim import main as sim_main
 from endofed.io.checkpoint import load_checkpoint
-from tests.training.conftest import OVERRIDES
+from tests.helpers import OVERRIDES
+
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = """

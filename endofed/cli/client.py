@@ -8,7 +8,6 @@ from pathlib import Path
 
 from endofed.cli.common import add_config_args, run_command
 from endofed.config import load_config, load_site_config
-from endofed.launch.deployment import run_client
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def run() -> int:
+        from endofed.launch.deployment import run_client
+
         site = load_site_config(args.site)
         cfg = load_config(args.config, args.overrides)
         return run_client(site, args.site, cfg.data)

@@ -6,19 +6,21 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from endofed.cli.common import EXIT_OK, console
-from endofed.compare.report import write_outputs
-from endofed.compare.runner import PlannedUnit, plan_units, prepare, run_all
 from endofed.compare.spec import ARMS, load_spec
-from endofed.compare.tables import ALL_SITES, fmt
-from endofed.compare.units import UnitResult
-from endofed.launch.simulation import find_app_dir, find_site_yamls
+
+if TYPE_CHECKING:
+    from endofed.compare.runner import PlannedUnit
+    from endofed.compare.units import UnitResult
+
+# The runner (torch, MONAI, Flower) is imported by the handler, so that building the parser and printing --help
+# stay fast (tests/test_imports.py).
 
 
 def register(commands: Any) -> None:
@@ -47,6 +49,8 @@ def register(commands: Any) -> None:
 
 def _print_table(summary: list[dict[str, Any]], arms: tuple[str, ...]) -> None:
     """Test AUC per site and arm (all labels), with the gain over scratch."""
+    from endofed.compare.tables import ALL_SITES, fmt
+
     table = Table(title="test AUC [95% CI] (mean over seeds)")
     table.add_column("site")
     for arm in (a for a in ARMS if a in arms):
@@ -67,6 +71,10 @@ def _print_table(summary: list[dict[str, Any]], arms: tuple[str, ...]) -> None:
 
 def run_compare(args: argparse.Namespace) -> int:
     """Plan, run (or resume) and report."""
+    from endofed.compare.report import write_outputs
+    from endofed.compare.runner import plan_units, prepare, run_all
+    from endofed.launch.simulation import find_app_dir, find_site_yamls
+
     started = time.perf_counter()
     overrides: dict[str, Any] = {}
     if args.seeds:

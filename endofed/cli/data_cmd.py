@@ -5,18 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from endofed.cli.common import EXIT_FAILED, EXIT_OK, add_config_args, console
 from endofed.config import load_config, load_site_config
-from endofed.data.check import check_site, site_cache
-from endofed.data.dicom import SeriesResult, convert_directory
-from endofed.data.example import write_example_site
-from endofed.data.preview import write_preview
 from endofed.errors import DataError
+
+if TYPE_CHECKING:
+    from endofed.data.dicom import SeriesResult
+
+# The data libraries (nibabel, pydicom, matplotlib, MONAI through the check) are imported by the handlers that
+# use them, so that building the parser and printing --help stay fast (tests/test_imports.py).
 
 PREVIEW_CASES = 6
 
@@ -148,7 +150,10 @@ def passport_tables(passport: dict[str, Any]) -> tuple[Table, Table]:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    """``endofed data check``."""
+    """``endofed data check``: always the full check (every source file hashed again)."""
+    from endofed.data.check import check_site, site_cache
+    from endofed.data.preview import write_preview
+
     site = load_site_config(args.site)
     cfg = load_config(args.config, args.overrides)
     with _progress() as progress:
@@ -157,6 +162,7 @@ def run_check(args: argparse.Namespace) -> int:
             site,
             cfg.data,
             allow_failures=args.allow_failures,
+            full=True,
             passport_path=Path(args.passport) if args.passport else None,
             on_start=lambda cases: progress.update(task, total=len(cases)),
             on_case=lambda _: progress.advance(task),
@@ -190,6 +196,8 @@ def _report_series(result: SeriesResult) -> None:
 
 def run_convert(args: argparse.Namespace) -> int:
     """``endofed data convert``."""
+    from endofed.data.dicom import convert_directory
+
     if args.out_dir.resolve() == args.dicom_dir.resolve():
         raise DataError(f"OUT_DIR must differ from DICOM_DIR (source data is read-only): {args.out_dir}")
     results = convert_directory(args.dicom_dir, args.out_dir, on_series=_report_series)
@@ -200,6 +208,8 @@ def run_convert(args: argparse.Namespace) -> int:
 
 def run_example(args: argparse.Namespace) -> int:
     """``endofed data example``."""
+    from endofed.synth.example import write_example_site
+
     if args.subjects < 1:
         raise DataError(f"--subjects must be >= 1, got {args.subjects}")
     if (args.out / "site.yaml").exists():

@@ -9,7 +9,6 @@ from pathlib import Path
 from endofed.cli.common import EXIT_OK, console, round_overrides, run_command
 from endofed.config import load_server_config
 from endofed.errors import ConfigError
-from endofed.launch.deployment import read_launch, run_server
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def run() -> int:
+        from endofed.launch.deployment import read_launch, run_server
+
         overrides = [*args.overrides, *round_overrides(args.rounds, args.finetune_rounds)]
         if args.resume is not None:
             if overrides or args.config:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from endofed.cli.common import EXIT_OK, add_config_args, console, round_overrides, run_command
-from endofed.launch.simulation import SimulationRequest, find_app_dir, find_site_yamls, run_simulation
 
 DEFAULT_CONFIG = "configs/tiny.yaml"
 
@@ -65,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def run() -> int:
+        from endofed.launch.simulation import SimulationRequest, find_app_dir, find_site_yamls, run_simulation
+
         overrides = [*args.overrides, *round_overrides(args.rounds, args.finetune_rounds)]
         app_dir = (args.app or find_app_dir(Path.cwd())).resolve()
         config = Path(args.config) if args.config else app_dir / DEFAULT_CONFIG

@@ -13,7 +13,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from endofed.cli.common import EXIT_OK, console
 from endofed.config import to_dict
 from endofed.errors import ConfigError
-from endofed.synth.cohort import generate
 from endofed.synth.profile import SCALES, load_preset, load_profile, preset_names
 
 
@@ -42,6 +41,8 @@ def register(commands: Any) -> None:
 
 def run_synth(args: argparse.Namespace) -> int:
     """Generate every site of the profile and print the site YAML paths."""
+    from endofed.synth.cohort import generate
+
     sites = load_preset(args.preset) if args.preset else load_profile(args.profile)
     existing = [p for p in (args.out / f"site_{s.name}.yaml" for s in sites) if p.exists()]
     existing += [args.out / s.name for s in sites if (args.out / s.name).exists()]

@@ -13,10 +13,9 @@ from rich.table import Table
 
 from endofed.cli.common import EXIT_OK, add_config_args, console
 from endofed.config import load_config, load_site_config
-from endofed.finetune.metrics import METRICS
-from endofed.training.compare import METRIC_LABELS, compare_results, comparison_rows, format_interval
-from endofed.training.site_finetune import SCRATCH, finetune_site
-from endofed.training.site_pretrain import pretrain_site
+
+# The training libraries (torch, MONAI) are imported by the handlers that use them, so that building the parser
+# and printing --help stay fast (tests/test_imports.py).
 
 
 def register(commands: Any) -> None:
@@ -79,6 +78,8 @@ def _progress() -> Progress:
 
 def run_pretrain(args: argparse.Namespace) -> int:
     """``endofed pretrain``."""
+    from endofed.training.site_pretrain import pretrain_site
+
     site = load_site_config(args.site)
     cfg = load_config(args.config, args.overrides)
     out = args.out if args.out is not None else site.work_dir / "pretrain"
@@ -105,49 +106,56 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 def metrics_table(title: str, metrics: Mapping[str, Mapping[str, float | None]]) -> Table:
     """One arm's metrics with 95% CIs."""
+    from endofed.compare.tables import format_interval
+    from endofed.finetune.metrics import METRIC_LABELS
+
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value [95% CI]")
-    for name in METRICS:
-        table.add_row(METRIC_LABELS[name], format_interval(metrics[name]))
+    for name, label in METRIC_LABELS.items():
+        table.add_row(label, format_interval(metrics[name]["value"], metrics[name]["low"], metrics[name]["high"]))
     return table
 
 
 def run_finetune(args: argparse.Namespace) -> int:
     """``endofed finetune``."""
+    from endofed.training.site_finetune import SCRATCH, finetune_site
+
     site = load_site_config(args.site)
     cfg = load_config(args.config, args.overrides)
     arm = "scratch" if args.init == SCRATCH else "pretrained"
     out = args.out if args.out is not None else site.work_dir / f"finetune-{arm}"
     with _progress() as progress:
-        task = progress.add_task("fine-tuning", total=cfg.finetune.folds * cfg.finetune.epochs)
+        task = progress.add_task("fine-tuning", total=cfg.finetune.epochs)
 
         def on_epoch(metrics: dict[str, float]) -> None:
-            fold, epoch = int(metrics["fold"]) + 1, int(metrics["epoch"]) + 1
-            progress.update(task, advance=1, description=f"fold {fold} epoch {epoch} loss {metrics['loss']:.4f}")
+            epoch = int(metrics["epoch"]) + 1
+            progress.update(task, advance=1, description=f"epoch {epoch} loss {metrics['loss']:.4f}")
 
         results = finetune_site(site, cfg, args.init, out, on_epoch=on_epoch)
     test = f"{results['n_test']} patients, {results['n_test_positive']} positive"
-    console.print(metrics_table(f"Held-out test ({arm}; {test})", results["test"]))
-    dev = f"{results['n_dev_cv']} patients; encoder may have seen their images"
-    console.print(metrics_table(f"Development CV, secondary ({dev})", results["dev_cv"]))
+    trained = f"trained on {results['n_dev']} labelled development cases"
+    console.print(metrics_table(f"Held-out test ({arm}; {test}; {trained})", results["test"]))
     console.print(f"results written to {out}", markup=False)
     return EXIT_OK
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """``endofed evaluate``."""
-    result = compare_results(args.scratch, args.pretrained)
-    table = Table(title=f"Pre-trained vs scratch: {result['n_cases']} test patients ({result['n_positive']} positive)")
-    for column in ("metric", "scratch [95% CI]", "pre-trained [95% CI]"):
+    from endofed.compare.evaluate import PRETRAINED, evaluate_runs
+
+    evaluation = evaluate_runs(args.scratch, args.pretrained)
+    title = f"Pre-trained vs scratch: {evaluation.n_cases} test patients ({evaluation.n_positive} positive)"
+    header, *rows = evaluation.table()
+    table = Table(title=title)
+    for column in header:
         table.add_column(column)
-    for row in comparison_rows(result):
+    for row in rows:
         table.add_row(*row)
     console.print(table)
-    diff = result["auc_difference"]
-    p = diff["p"]
-    note = "" if p is None or not math.isfinite(p) else f"; share of resamples where pre-training did not help: {p:.3f}"
-    console.print(f"paired bootstrap, {result['bootstrap']} resamples{note}", markup=False)
-    if not result["same_config"]:
+    p = evaluation.rows[PRETRAINED].get("auc_gain_p", math.nan)
+    note = "" if not math.isfinite(p) else f"; share of resamples where pre-training did not help: {p:.3f}"
+    console.print(f"paired bootstrap, {evaluation.bootstrap} resamples{note}", markup=False)
+    if not evaluation.same_config:
         console.print("warning: the two runs used different configs", markup=False)
     return EXIT_OK

@@ -12,11 +12,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from endofed.compare.spec import ARM_TITLES, ARMS, FED_SSL, SCRATCH  # noqa: E402
+from endofed.compare.arms import arm_names, get_arm, selected  # noqa: E402
 from endofed.compare.tables import ALL_SITES  # noqa: E402
 from endofed.compare.units import UnitResult  # noqa: E402
-
-COLOURS = dict(zip(ARMS, ("#7f7f7f", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b"), strict=True))
+from endofed.io.figures import save_figure  # noqa: E402
 
 
 def _finite(value: Any) -> float:
@@ -29,10 +28,10 @@ def plot_auc(summary: Sequence[Mapping[str, Any]], arms: Sequence[str], path: Pa
     sites = sorted({r["site"] for r in rows}, key=lambda s: (s == ALL_SITES, s))
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(sites), 4.2))
     width = 0.8 / max(1, len(arms))
-    for k, arm in enumerate(a for a in ARMS if a in arms):
+    for k, arm in enumerate(selected(arms)):
         xs, ys, lows, highs = [], [], [], []
         for i, site in enumerate(sites):
-            row = next((r for r in rows if r["site"] == site and r["arm"] == arm), None)
+            row = next((r for r in rows if r["site"] == site and r["arm"] == arm.name), None)
             if row is None:
                 continue
             value = _finite(row["auc_mean"])
@@ -40,7 +39,7 @@ def plot_auc(summary: Sequence[Mapping[str, Any]], arms: Sequence[str], path: Pa
             ys.append(value)
             lows.append(max(0.0, value - _finite(row["auc_low"])))
             highs.append(max(0.0, _finite(row["auc_high"]) - value))
-        ax.errorbar(xs, ys, yerr=[lows, highs], fmt="o", capsize=3, color=COLOURS[arm], label=ARM_TITLES[arm])
+        ax.errorbar(xs, ys, yerr=[lows, highs], fmt="o", capsize=3, color=arm.colour, label=arm.title)
     ax.axhline(0.5, color="black", lw=0.8, ls=":")
     ax.set_xticks(range(len(sites)), sites)
     ax.set_ylim(0, 1.05)
@@ -55,19 +54,19 @@ def plot_learning_curves(results: Sequence[UnitResult], local_epochs: int, path:
     seed = min((r.seed for r in results), default=0)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for result in results:
-        if result.seed != seed or result.fraction != 1.0 or result.arm not in COLOURS:
-            continue  # (the leave-one-site-out federations are not drawn)
+        if result.seed != seed or result.fraction != 1.0 or result.arm not in arm_names():
+            continue  # (units that are no arm's own, e.g. the leave-one-site-out federations, are not drawn)
+        colour = get_arm(result.arm).colour
         for name, history in result.history.items():
             phase, _, site = name.partition("/")
             ax = axes[0] if phase == "pretrain" else axes[1]
-            if result.arm == "fed_ssl_fedprox":  # federated rounds: one point per round
+            if history and "round" in history[0]:  # federated rounds: one point per round
                 xs = [h["round"] * local_epochs for h in history]
                 style, label = "-", f"federated ({site})"
-                colour = COLOURS["fed_ssl" if phase == "pretrain" else "fed_ssl_fedprox"]
             else:
                 xs = list(range(1, len(history) + 1))
                 unit_site = result.name.rsplit("/", 1)[-1]
-                style, label, colour = "--", f"{result.arm} ({unit_site})", COLOURS[result.arm]
+                style, label = "--", f"{result.arm} ({unit_site})"
             ax.plot(xs, [_finite(h["loss"]) for h in history], style, color=colour, alpha=0.7, label=label)
     for ax, title in zip(axes, ("MIM pre-training loss", "fine-tuning loss (cross-entropy)"), strict=True):
         ax.set_title(f"{title}, seed {seed}")
@@ -79,18 +78,18 @@ def plot_learning_curves(results: Sequence[UnitResult], local_epochs: int, path:
 
 
 def plot_label_efficiency(summary: Sequence[Mapping[str, Any]], path: Path) -> Path:
-    """AUC over all sites' test patients vs the share of labels used: scratch vs federated MIM."""
+    """AUC over all sites' test patients vs the share of labels used, for the arms with label-efficiency runs."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for arm in (SCRATCH, FED_SSL):
+    for arm in (a for a in selected() if a.label_efficiency):
         rows = sorted(
-            (r for r in summary if r["site"] == ALL_SITES and r["arm"] == arm), key=lambda r: r["label_fraction"]
+            (r for r in summary if r["site"] == ALL_SITES and r["arm"] == arm.name), key=lambda r: r["label_fraction"]
         )
         if not rows:
             continue
         xs = [r["label_fraction"] for r in rows]
-        ax.plot(xs, [_finite(r["auc_mean"]) for r in rows], "o-", color=COLOURS[arm], label=ARM_TITLES[arm])
+        ax.plot(xs, [_finite(r["auc_mean"]) for r in rows], "o-", color=arm.colour, label=arm.title)
         ax.fill_between(xs, [_finite(r["auc_low"]) for r in rows], [_finite(r["auc_high"]) for r in rows],
-                        color=COLOURS[arm], alpha=0.15)  # fmt: skip
+                        color=arm.colour, alpha=0.15)  # fmt: skip
     ax.axhline(0.5, color="black", lw=0.8, ls=":")
     ax.set_xlabel("share of each site's labelled development cases used for fine-tuning")
     ax.set_ylabel("test AUC, all sites (95% CI)")
@@ -102,6 +101,4 @@ def plot_label_efficiency(summary: Sequence[Mapping[str, Any]], path: Path) -> P
 def _save(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -15,10 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from endofed.compare.arms import arm_names, selected
 from endofed.compare.plots import plot_auc, plot_label_efficiency, plot_learning_curves
 from endofed.compare.runner import Context
-from endofed.compare.spec import ARM_TITLES, ARMS, FED_SSL, FED_SSL_FEDPROX, LOCAL_SSL, LOSO, POOLED, SCRATCH
-from endofed.compare.tables import ALL_SITES, check_units, fmt, gather, paired_gain, seed_rows, summarise
+from endofed.compare.tables import (
+    ALL_SITES,
+    check_units,
+    fmt,
+    format_gain,
+    format_metric,
+    format_relative,
+    gather,
+    paired_gain,
+    seed_rows,
+    summarise,
+)
 from endofed.compare.units import UnitResult
 
 REPORT, RESULTS, SUMMARY = "report.md", "results.csv", "summary.csv"
@@ -57,7 +68,7 @@ def write_outputs(ctx: Context, results: Sequence[UnitResult], seconds: float) -
         "AUC per arm and site": plot_auc(summary, spec.arms, out / "plots" / "auc_by_arm.png"),
         "Learning curves": plot_learning_curves(results, spec.local_epochs, out / "plots" / "learning_curves.png"),
     }
-    if spec.label_fractions and {SCRATCH, FED_SSL} & set(spec.arms):
+    if spec.label_fractions and any(arm.label_efficiency for arm in selected(spec.arms)):
         figures["Label efficiency"] = plot_label_efficiency(summary, out / "plots" / "label_efficiency.png")
     figures |= _previews(ctx, results)
     text = render(ctx, summary, gathered, checks, figures, seconds)
@@ -80,20 +91,7 @@ def _previews(ctx: Context, results: Sequence[UnitResult]) -> dict[str, Path]:
 
 
 def _auc_cell(row: Mapping[str, Any]) -> str:
-    sd = f" ± {fmt(row['auc_sd'])}" if row["seeds"] > 1 else ""
-    return f"{fmt(row['auc_mean'])}{sd} [{fmt(row['auc_low'])}, {fmt(row['auc_high'])}]"
-
-
-def _gain_cell(row: Mapping[str, Any]) -> str:
-    if "auc_gain" not in row:
-        return "—"
-    return (f"{fmt(row['auc_gain'], signed=True)} [{fmt(row['auc_gain_low'], signed=True)}, "
-            f"{fmt(row['auc_gain_high'], signed=True)}], p={fmt(row['auc_gain_p'], 2)}")  # fmt: skip
-
-
-def _relative_cell(row: Mapping[str, Any]) -> str:
-    value = row.get("auc_relative_gain")
-    return "—" if value is None or fmt(value) == "n/a" else f"{value:+.1%}"
+    return format_metric(row, "auc", with_sd=row["seeds"] > 1)
 
 
 def result_table(summary: Sequence[Mapping[str, Any]], arms: Sequence[str]) -> list[str]:
@@ -104,10 +102,10 @@ def result_table(summary: Sequence[Mapping[str, Any]], arms: Sequence[str]) -> l
         "|---|---|---|---|---|---|---|---|---|",
     ]
     rows = [r for r in summary if r["label_fraction"] == 1.0 and r["arm"] in arms]
-    order = {a: i for i, a in enumerate(ARMS)}
+    order = {name: i for i, name in enumerate(arm_names())}
     for row in sorted(rows, key=lambda r: (r["site"] == ALL_SITES, r["site"], order[r["arm"]])):
         site = f"{row['site']} ({row['n_test']} test, {row['n_test_positive']} pos.)"
-        cells = [site, row["arm"], _auc_cell(row), _gain_cell(row), _relative_cell(row)]
+        cells = [site, row["arm"], _auc_cell(row), format_gain(row), format_relative(row.get("auc_relative_gain"))]
         cells += [fmt(row[f"{m}_mean"]) for m in ("balanced_accuracy", "sensitivity", "specificity", "ece")]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -127,37 +125,75 @@ def _verdict(gain: tuple[float, ...] | None, what: str) -> str:
 
 
 def generated_summary(gathered: Sequence[Any], n_boot: int, arms: Sequence[str]) -> list[str]:
-    """Plain statements over all sites' test patients, from paired bootstrap CIs of the AUC gain."""
-    pairs = [
-        (LOCAL_SSL, SCRATCH, "Self-supervision at one site (local MIM vs scratch)"),
-        (FED_SSL, SCRATCH, "Federated self-supervision (federated MIM + local fine-tuning vs scratch)"),
-        (FED_SSL, LOCAL_SSL, "Federating the pre-training (federated vs local MIM, both fine-tuned locally)"),
-        (FED_SSL_FEDPROX, FED_SSL, "Federating the fine-tuning too (FedProx vs local fine-tuning)"),
-        (POOLED, FED_SSL, "Pooling the data centrally (upper bound) vs federated MIM"),
-        (LOSO, SCRATCH, "A federation the site did not pre-train in (leave-one-site-out MIM vs scratch)"),
-    ]
+    """Plain statements over all sites' test patients, from paired bootstrap CIs of the AUC gain (arms' questions)."""
     lines = []
-    for arm, baseline, what in pairs:
-        if arm in arms and baseline in arms:
-            sentence = _verdict(paired_gain(gathered, ALL_SITES, arm, baseline, n_boot), what)
+    for arm in selected(arms):
+        for baseline, what in arm.questions:
+            if baseline not in arms:
+                continue
+            sentence = _verdict(paired_gain(gathered, ALL_SITES, arm.name, baseline, n_boot), what)
             if sentence:
                 lines.append(sentence)
     return lines
 
 
 def _label_table(summary: Sequence[Mapping[str, Any]]) -> list[str]:
-    rows = [r for r in summary if r["site"] == ALL_SITES and r["arm"] in (SCRATCH, FED_SSL)]
+    arms = [arm for arm in selected() if arm.label_efficiency]
+    rows = [r for r in summary if r["site"] == ALL_SITES and r["arm"] in {arm.name for arm in arms}]
     fractions = sorted({r["label_fraction"] for r in rows})
     if len(fractions) < 2:
         return []
-    lines = ["| labels used | " + " | ".join(ARM_TITLES[a] for a in (SCRATCH, FED_SSL)) + " |", "|---|---|---|"]
+    lines = ["| labels used | " + " | ".join(arm.title for arm in arms) + " |", "|---" * (len(arms) + 1) + "|"]
     for fraction in fractions:
         cells = []
-        for arm in (SCRATCH, FED_SSL):
-            row = next((r for r in rows if r["arm"] == arm and r["label_fraction"] == fraction), None)
+        for arm in arms:
+            row = next((r for r in rows if r["arm"] == arm.name and r["label_fraction"] == fraction), None)
             cells.append("—" if row is None else _auc_cell(row))
         lines.append(f"| {fraction:.0%} | " + " | ".join(cells) + " |")
     return ["## Label efficiency (all sites, test AUC)", "", *lines, ""]
+
+
+def _budget_lines(ctx: Context) -> list[str]:
+    """The report's arms, budgets, model and per-site case counts."""
+    spec = ctx.spec
+    cfg = ctx.configs[spec.seeds[0]]
+    site_lines = [
+        f"| {s.name} | {len(s.pretrain_cases().cases)} | {len(s.dev_cases().cases)} | "
+        f"{len(s.test_cases().cases)} ({sum(r.case.label or 0 for r in s.test_cases().cases)} pos.) |"
+        for s in ctx.sites
+    ]
+    return [
+        "## Arms and budgets",
+        "",
+        *[f"- `{arm.name}`: {arm.title}" for arm in selected(spec.arms)],
+        "",
+        f"Every arm: {spec.pretrain_epochs} MIM epochs per volume (pre-training arms) and {spec.finetune_epochs} "
+        f"fine-tuning epochs per labelled volume. Federated: {spec.pretrain_rounds} FedAvg rounds + "
+        f"{spec.finetune_rounds} FedProx rounds (mu {spec.proximal_mu}) of {spec.local_epochs} local epoch(s), "
+        "Flower simulation engine. Fine-tuning trains one model on all of a site's labelled development cases "
+        f"(no early stopping, no model selection). Model: ViT3D {cfg.model.embed_dim} wide, {cfg.model.depth} "
+        f"blocks, ROI {list(cfg.data.roi_size)} voxels at {list(cfg.data.target_spacing)} mm.",
+        "",
+        "| site | pre-training volumes | labelled development | test patients |",
+        "|---|---|---|---|",
+        *site_lines,
+        "",
+    ]
+
+
+def _check_lines(checks: Mapping[str, Any]) -> list[str]:
+    """The report's leakage and pairing checks."""
+    return [
+        "## Checks",
+        "",
+        f"- No held-out test patient trained any unit ({checks['units']} units; "
+        f"{checks['training_subjects_checked']} training subject uses checked, including the federated sites' "
+        "own round records and the pooled arm).",
+        "- Every arm predicted the same test patients at each site: "
+        + ", ".join(f"{s} {n}" for s, n in checks["test_patients"].items())
+        + ".",
+        "",
+    ]
 
 
 def render(
@@ -170,12 +206,6 @@ def render(
 ) -> str:
     """``report.md``."""
     spec = ctx.spec
-    cfg = ctx.configs[spec.seeds[0]]
-    site_lines = [
-        f"| {s.name} | {len(s.pretrain_cases().cases)} | {len(s.dev_cases().cases)} | "
-        f"{len(s.test_cases().cases)} ({sum(r.case.label or 0 for r in s.test_cases().cases)} pos.) |"
-        for s in ctx.sites
-    ]
     lines = [
         f"# endofed compare: {spec.name}",
         "",
@@ -198,30 +228,8 @@ def render(
         *result_table(summary, spec.arms),
         "",
         *_label_table(summary),
-        "## Arms and budgets",
-        "",
-        *[f"- `{arm}`: {ARM_TITLES[arm]}" for arm in ARMS if arm in spec.arms],
-        "",
-        f"Every arm: {spec.pretrain_epochs} MIM epochs per volume (pre-training arms) and {spec.finetune_epochs} "
-        f"fine-tuning epochs per labelled volume. Federated: {spec.pretrain_rounds} FedAvg rounds + "
-        f"{spec.finetune_rounds} FedProx rounds (mu {spec.proximal_mu}) of {spec.local_epochs} local epoch(s), "
-        "Flower simulation engine. Fine-tuning trains one model on all of a site's labelled development cases "
-        f"(no early stopping, no model selection). Model: ViT3D {cfg.model.embed_dim} wide, {cfg.model.depth} "
-        f"blocks, ROI {list(cfg.data.roi_size)} voxels at {list(cfg.data.target_spacing)} mm.",
-        "",
-        "| site | pre-training volumes | labelled development | test patients |",
-        "|---|---|---|---|",
-        *site_lines,
-        "",
-        "## Checks",
-        "",
-        f"- No held-out test patient trained any unit ({checks['units']} units; "
-        f"{checks['training_subjects_checked']} training subject uses checked, including the federated sites' "
-        "own round records and the pooled arm).",
-        "- Every arm predicted the same test patients at each site: "
-        + ", ".join(f"{s} {n}" for s, n in checks["test_patients"].items())
-        + ".",
-        "",
+        *_budget_lines(ctx),
+        *_check_lines(checks),
         "## Figures",
         "",
         *[f"### {title}\n\n![{title}]({path.relative_to(ctx.out)})\n" for title, path in figures.items()],

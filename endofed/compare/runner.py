@@ -1,18 +1,7 @@
 """``endofed compare``: plan the units of every arm and seed, run the missing ones, check them, write the report.
 
-Arms (``endofed.compare.spec.ARMS``), all evaluated on the same held-out test patients of every site:
-
-* ``scratch`` and ``local_ssl``: one unit per site (site data only);
-* ``fed_ssl`` and ``fed_ssl_fedprox``: one federated unit per seed (Flower simulation: FedAvg MIM rounds,
-  then FedProx fine-tuning rounds; its predictions are the ``fed_ssl_fedprox`` arm's), then one local
-  fine-tuning unit per site from the federated encoder (``fed_ssl``);
-* ``pooled``: one unit per seed trained on every site's data, predicting every site's test patients;
-* label efficiency: ``scratch`` and ``fed_ssl`` fine-tuned again on a share of each site's labels;
-* ``loso`` (optional): per site, a federation of the *other* sites (FedAvg MIM), then local fine-tuning at
-  the left-out site from that encoder: what a hospital gets from a federation it did not pre-train in.
-
-Finished units are kept (``unit.json``) and skipped when the command runs again, so an interrupted
-comparison resumes where it stopped.
+The arms, and how each plans and runs its units, are in :mod:`endofed.compare.arms`. Finished units are kept
+(``unit.json``) and skipped when the command runs again, so an interrupted comparison resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -28,80 +17,32 @@ import torch
 import yaml
 
 import endofed
-from endofed.compare.spec import (
-    FED_SSL,
-    FED_SSL_FEDPROX,
-    FEDERATED_ARMS,
-    LOCAL_SSL,
-    LOSO,
-    POOLED,
-    SCRATCH,
-    CompareSpec,
-)
-from endofed.compare.units import (
-    Site,
-    UnitResult,
-    federation_unit,
-    fingerprint,
-    label_subset,
-    load_unit,
-    local_unit,
-    run_key,
-    save_unit,
-)
+from endofed.compare.arms import OnStart, PlannedUnit, selected
+from endofed.compare.spec import CompareSpec
+from endofed.compare.units import Site, UnitResult, fingerprint, load_unit, save_unit
 from endofed.config import ExperimentConfig, load_site_config, to_dict
+from endofed.data.loaders import label_of
 from endofed.errors import ConfigError, DataError
-from endofed.io.checkpoint import load_checkpoint
-from endofed.training.cohort import label_of, load_cohort
+from endofed.training.cohort import load_cohort
 
 LOGGER = logging.getLogger(__name__)
-FEDERATION = "federation"
-LOSO_FEDERATION = "loso_federation"  # the federation of the other sites (its own predictions are not an arm)
-
-
-@dataclass(frozen=True)
-class PlannedUnit:
-    """One unit of work: ``arm`` for ``seed`` on ``sites`` (``fraction`` < 1: label-efficiency run)."""
-
-    name: str
-    arm: str
-    seed: int
-    sites: tuple[str, ...]
-    fraction: float = 1.0
-
-
-def _fraction_tag(fraction: float) -> str:
-    return f"labels{round(fraction * 100):03d}"
 
 
 def plan_units(spec: CompareSpec, site_names: Sequence[str]) -> list[PlannedUnit]:
-    """Every unit of the experiment, in an order where each unit's inputs come first."""
-    units: list[PlannedUnit] = []
-    federated = any(a in spec.arms for a in FEDERATED_ARMS)
+    """Every unit of the experiment, in an order where each unit's inputs come first.
+
+    Per seed: every selected arm's units (report order), then the label-efficiency runs of the arms that
+    have them, fraction by fraction. An input shared by several arms (the seed's federation) is planned once.
+    """
+    arms = selected(spec.arms)
+    planned: dict[str, PlannedUnit] = {}
     for seed in spec.seeds:
-        s = f"seed{seed}"
-        for arm in (SCRATCH, LOCAL_SSL):
-            if arm in spec.arms:
-                units += [PlannedUnit(f"{s}/{arm}/{site}", arm, seed, (site,)) for site in site_names]
-        if federated:
-            units.append(PlannedUnit(f"{s}/{FEDERATION}", FED_SSL_FEDPROX, seed, tuple(site_names)))
-        if FED_SSL in spec.arms:
-            units += [PlannedUnit(f"{s}/{FED_SSL}/{site}", FED_SSL, seed, (site,)) for site in site_names]
-        if POOLED in spec.arms:
-            units.append(PlannedUnit(f"{s}/{POOLED}", POOLED, seed, tuple(site_names)))
-        if LOSO in spec.arms:
-            for site in site_names:
-                others = tuple(n for n in site_names if n != site)
-                units.append(PlannedUnit(f"{s}/{LOSO}/{FEDERATION}_without_{site}", LOSO_FEDERATION, seed, others))
-                units.append(PlannedUnit(f"{s}/{LOSO}/{site}", LOSO, seed, (site,)))
+        units = [unit for arm in arms for unit in arm.plan(seed, site_names)]
         for fraction in spec.label_fractions:
-            for arm in (SCRATCH, FED_SSL):
-                if arm in spec.arms:
-                    units += [
-                        PlannedUnit(f"{s}/{_fraction_tag(fraction)}/{arm}/{site}", arm, seed, (site,), fraction)
-                        for site in site_names
-                    ]
-    return units
+            units += [unit for arm in arms if arm.label_efficiency for unit in arm.plan(seed, site_names, fraction)]
+        for unit in units:
+            planned.setdefault(unit.name, unit)
+    return list(planned.values())
 
 
 def load_sites(site_yamls: Sequence[Path], cfg: ExperimentConfig) -> list[Site]:
@@ -151,6 +92,22 @@ class Context:
         """The site named ``name``."""
         return next(s for s in self.sites if s.name == name)
 
+    def sites_of(self, unit: PlannedUnit) -> list[Site]:
+        """The sites a unit trains on, in its order."""
+        return [self.site(name) for name in unit.sites]
+
+    def unit_folder(self, unit: PlannedUnit) -> Path:
+        """Where a unit keeps its outputs and ``unit.json``."""
+        return self.out / "units" / unit.name
+
+    def config_yaml(self, seed: int, n_sites: int) -> Path:
+        """The seed's config file for a federation of ``n_sites`` (written here when fewer than every site)."""
+        if n_sites == len(self.sites):
+            return self.out / "configs" / f"seed{seed}.yaml"
+        path = self.out / "configs" / f"seed{seed}_{n_sites}sites.yaml"  # min_sites: the federation waits for fewer
+        path.write_text(yaml.safe_dump(to_dict(self.spec.experiment_config(seed, n_sites)), sort_keys=False))
+        return path
+
     def resources(self) -> tuple[float, float]:
         """CPU and GPU share of each simulated site."""
         gpus = self.spec.gpus_per_site
@@ -159,36 +116,9 @@ class Context:
         return self.spec.cpus_per_site, gpus
 
 
-def _federated_encoder(ctx: Context, unit: PlannedUnit) -> dict[str, torch.Tensor]:
-    """The pre-trained global encoder this unit fine-tunes: the seed's federation, or the one without the site."""
-    folder = ctx.out / "units" / f"seed{unit.seed}"
-    folder = folder / LOSO / f"{FEDERATION}_without_{unit.sites[0]}" if unit.arm == LOSO else folder / FEDERATION
-    tensors, _ = load_checkpoint(folder / "global_encoder_pretrain.safetensors")
-    return tensors
-
-
-def _left_out(ctx: Context, unit: PlannedUnit) -> int:
-    """Index of the site a leave-one-site-out federation leaves out (keeps run keys short and plain)."""
-    return next(i for i, s in enumerate(ctx.sites) if s.name not in unit.sites)
-
-
-def run_unit(ctx: Context, unit: PlannedUnit, on_federation: Callable[[Path], None] | None = None) -> UnitResult:
+def run_unit(ctx: Context, unit: PlannedUnit, on_federation: OnStart | None = None) -> UnitResult:
     """Run one unit (its inputs exist: see :func:`plan_units`)."""
-    cfg = ctx.configs[unit.seed]
-    folder = ctx.out / "units" / unit.name
-    sites = [ctx.site(name) for name in unit.sites]
-    if unit.arm in (FED_SSL_FEDPROX, LOSO_FEDERATION):
-        suffix = "" if unit.arm == FED_SSL_FEDPROX else f"_{len(sites)}sites"
-        config_yaml = ctx.out / "configs" / f"seed{unit.seed}{suffix}.yaml"
-        key = run_key(ctx.out, unit.seed) + ("" if unit.arm == FED_SSL_FEDPROX else f"-without-{_left_out(ctx, unit)}")
-        result = federation_unit(cfg, sites, folder, config_yaml, ctx.app_dir, key, ctx.resources(), on_federation)
-    else:
-        if folder.exists():
-            shutil.rmtree(folder)  # an unfinished attempt
-        folder.mkdir(parents=True)
-        dev = [label_subset(s, unit.fraction, unit.seed) for s in sites] if unit.fraction < 1 else None
-        encoder = _federated_encoder(ctx, unit) if unit.arm in (FED_SSL, LOSO) else None
-        result = local_unit(cfg, sites, unit.arm, folder, unit.arm in (LOCAL_SSL, POOLED), encoder, dev)
+    result = unit.run(ctx, unit, on_federation)
     result.name, result.arm, result.fraction = unit.name, unit.arm, unit.fraction
     return result
 
@@ -197,8 +127,9 @@ def prepare(spec: CompareSpec, site_yamls: Sequence[Path], out: Path, app_dir: P
     """Load configs and sites, and write the resolved experiment, configs and code version into ``out``."""
     if not site_yamls:
         raise ConfigError("no sites: give --sites or list them under 'sites' in the experiment YAML")
-    if LOSO in spec.arms and len(site_yamls) < 3:
-        raise ConfigError(f"arm 'loso' needs at least 3 sites (a federation of the others), got {len(site_yamls)}")
+    for arm in selected(spec.arms):
+        if len(site_yamls) < arm.min_sites:
+            raise ConfigError(f"arm {arm.name!r} needs at least {arm.min_sites} sites, got {len(site_yamls)}")
     configs = {seed: spec.experiment_config(seed, len(site_yamls)) for seed in spec.seeds}
     sites = load_sites(site_yamls, configs[spec.seeds[0]])
     if fresh and out.exists():
@@ -206,10 +137,6 @@ def prepare(spec: CompareSpec, site_yamls: Sequence[Path], out: Path, app_dir: P
     (out / "configs").mkdir(parents=True, exist_ok=True)
     for seed, cfg in configs.items():
         (out / "configs" / f"seed{seed}.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        if LOSO in spec.arms:  # the federations of the other sites wait for one site fewer
-            fewer = spec.experiment_config(seed, len(site_yamls) - 1)
-            path = out / "configs" / f"seed{seed}_{len(site_yamls) - 1}sites.yaml"
-            path.write_text(yaml.safe_dump(to_dict(fewer), sort_keys=False))
     resolved = to_dict(spec) | {"sites": [str(s.yaml) for s in sites], "code_version": code_version(app_dir)}
     (out / "experiment.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     return Context(spec, sites, out, app_dir, configs)
@@ -220,14 +147,14 @@ def run_all(
     units: Sequence[PlannedUnit],
     on_unit: Callable[[PlannedUnit, UnitResult, bool], None] | None = None,
     before_unit: Callable[[PlannedUnit], None] | None = None,
-    on_federation: Callable[[Path], None] | None = None,
+    on_federation: OnStart | None = None,
 ) -> list[UnitResult]:
     """Run the units that have not finished yet; returns every unit's result, in plan order."""
     results = []
     for unit in units:
         cfg = ctx.configs[unit.seed]
         expected = fingerprint(cfg, ctx.sites, unit.name)
-        folder = ctx.out / "units" / unit.name
+        folder = ctx.unit_folder(unit)
         done = load_unit(folder, expected)
         if done is None:
             if before_unit is not None:

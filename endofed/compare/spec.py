@@ -14,22 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from endofed.compare.arms import ARM_NAMES, DEFAULT_ARMS, arm_names
 from endofed.config import ExperimentConfig, build, load_config, read_yaml
 from endofed.errors import ConfigError
 
-SCRATCH, LOCAL_SSL, FED_SSL, FED_SSL_FEDPROX, POOLED = "scratch", "local_ssl", "fed_ssl", "fed_ssl_fedprox", "pooled"
-LOSO = "loso"  # optional: leave-one-site-out
-DEFAULT_ARMS = (SCRATCH, LOCAL_SSL, FED_SSL, FED_SSL_FEDPROX, POOLED)
-ARMS = (*DEFAULT_ARMS, LOSO)  # every known arm, in report order
-ARM_TITLES = {
-    SCRATCH: "single-site, from scratch",
-    LOCAL_SSL: "single-site MIM -> fine-tune",
-    FED_SSL: "federated MIM (FedAvg) -> local fine-tune",
-    FED_SSL_FEDPROX: "federated MIM (FedAvg) -> federated fine-tune (FedProx)",
-    POOLED: "pooled (centralised) MIM + fine-tune",
-    LOSO: "federated MIM without the site (leave-one-site-out) -> local fine-tune",
-}
-FEDERATED_ARMS = (FED_SSL, FED_SSL_FEDPROX)
+ARMS = ARM_NAMES  # every known arm, in report order (endofed.compare.arms)
 
 
 @dataclass(frozen=True)
@@ -56,9 +45,10 @@ class CompareSpec:
     gpus_per_site: float = -1.0  # simulation: GPU share of each site (-1: 1/sites when CUDA is available, else 0)
 
     def __post_init__(self) -> None:
-        unknown = [a for a in self.arms if a not in ARMS]
+        known = arm_names()
+        unknown = [a for a in self.arms if a not in known]
         if unknown or not self.arms or len(set(self.arms)) != len(self.arms):
-            raise ConfigError(f"arms must be distinct names from {ARMS}, got {list(self.arms)}")
+            raise ConfigError(f"arms must be distinct names from {known}, got {list(self.arms)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ConfigError(f"seeds must be distinct integers >= 0, got {list(self.seeds)}")
         for name in ("pretrain_epochs", "finetune_epochs", "local_epochs"):

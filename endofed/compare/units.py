@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,18 +19,33 @@ from typing import Any
 import numpy as np
 import torch
 
-from endofed.compare.local import SiteCases, finetune_classifier, predict_cases, pretrain_encoder, subsample_labelled
 from endofed.config import ExperimentConfig, SiteConfig, to_dict
+from endofed.data.loaders import SiteCases, label_of, parts_dataset
+from endofed.data.site import CaseResult
 from endofed.errors import ConfigError
-from endofed.io.checkpoint import config_hash, load_checkpoint, save_checkpoint
+from endofed.federated.protocol import (
+    FINETUNE,
+    PARTITION_ID,
+    PRETRAIN,
+    ROUNDS_FILE,
+    RUN_LOG,
+    SITE_STATE_DIR,
+    SUBJECTS_FILE,
+    TRAIN_LOSS,
+    global_encoder_file,
+)
+from endofed.io.checkpoint import config_hash, load_checkpoint, module_state, save_checkpoint
 from endofed.launch.simulation import SimulationRequest, run_simulation
 from endofed.models.classifier import Classifier3D
-from endofed.training.cohort import SiteCohort, derive_seed, label_of
+from endofed.seeds import derive_seed
+from endofed.training.cohort import SiteCohort
 from endofed.training.device import resolve_device
-from endofed.training.federated_site import FINETUNE, PRETRAIN, SUBJECTS_FILE, FederatedSite
+from endofed.training.engine import Stage, model_seed, new_classifier, new_mae, predict_cases, run_stage
+from endofed.training.federated_site import FederatedSite
+from endofed.training.site_pretrain import PREVIEW_FILE, write_pretrain_preview
 
 UNIT_FILE = "unit.json"
-PRETRAIN_SPLITS, DEV_SPLITS = ("train", "val"), ("train", "val")
+ENCODER_FILE = "encoder.safetensors"
 
 
 @dataclass
@@ -48,15 +63,15 @@ class Site:
 
     def pretrain_cases(self) -> SiteCases:
         """Every usable non-test case (labelled or not)."""
-        return SiteCases(self.config, self.cohort.select(PRETRAIN_SPLITS, labelled_only=False))
+        return SiteCases(self.config, self.cohort.pretrain_cases())
 
     def dev_cases(self) -> SiteCases:
         """Labelled non-test cases (fine-tuning)."""
-        return SiteCases(self.config, self.cohort.select(DEV_SPLITS, labelled_only=True))
+        return SiteCases(self.config, self.cohort.dev_cases())
 
     def test_cases(self) -> SiteCases:
         """Labelled held-out test patients (evaluation only)."""
-        return SiteCases(self.config, self.cohort.select(("test",), labelled_only=True))
+        return SiteCases(self.config, self.cohort.test_cases())
 
 
 @dataclass
@@ -124,6 +139,18 @@ def _predict_sites(model: Classifier3D, sites: list[Site], cfg: ExperimentConfig
     return out
 
 
+def _pretrained_encoder(
+    cfg: ExperimentConfig, parts: list[SiteCases], arm: str, tag: str, device: torch.device, folder: Path
+) -> tuple[dict[str, torch.Tensor], list[dict[str, float]]]:
+    """MIM pre-training on ``parts`` (one site, or pooled); the encoder is saved with a reconstruction preview."""
+    model = new_mae(cfg, model_seed(cfg, "mae"))
+    result = run_stage(model, Stage(PRETRAIN, parts, tag, cfg.pretrain.epochs), cfg, device)
+    write_pretrain_preview(model, parts_dataset(parts), cfg, device, folder / PREVIEW_FILE)
+    encoder = module_state(model, "encoder")
+    save_checkpoint(folder / ENCODER_FILE, encoder, {"kind": "encoder", "arm": arm, "config": _cfg_dict(cfg)})
+    return encoder, result.history
+
+
 def local_unit(
     cfg: ExperimentConfig,
     sites: list[Site],
@@ -150,12 +177,10 @@ def local_unit(
     history: dict[str, list[dict[str, float]]] = {}
     pretrain_parts = [s.pretrain_cases() for s in sites] if pretrain and encoder is None else []
     if pretrain_parts:
-        encoder, history["pretrain"] = pretrain_encoder(cfg, pretrain_parts, device, tag, folder / "reconstruction.png")
-        save_checkpoint(
-            folder / "encoder.safetensors", encoder, {"kind": "encoder", "arm": arm, "config": _cfg_dict(cfg)}
-        )
+        encoder, history["pretrain"] = _pretrained_encoder(cfg, pretrain_parts, arm, tag, device, folder)
     dev = dev if dev is not None else [s.dev_cases() for s in sites]
-    model, history["finetune"] = finetune_classifier(cfg, encoder, dev, device, tag)
+    model = new_classifier(cfg, model_seed(cfg, "classifier"), encoder)
+    history["finetune"] = run_stage(model, Stage(FINETUNE, dev, tag, cfg.finetune.epochs), cfg, device).history
     return UnitResult(
         name=str(folder),
         arm=arm,
@@ -192,17 +217,17 @@ def federation_unit(
     """
     started = time.perf_counter()
     for site in sites:  # a previous, interrupted attempt must not leave local state behind
-        shutil.rmtree(site.config.work_dir / "federation" / key, ignore_errors=True)
+        shutil.rmtree(site.config.work_dir / SITE_STATE_DIR / key, ignore_errors=True)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     if on_start is not None:
-        on_start(folder / "flwr-run.log")
+        on_start(folder / RUN_LOG)
     request = SimulationRequest(
         app_dir, [s.yaml for s in sites], config_yaml, [], folder, resources[0], resources[1], key,
-        folder / "flwr-run.log",
+        folder / RUN_LOG,
     )  # fmt: skip
     run_simulation(request)
-    encoder, _ = load_checkpoint(folder / "global_encoder_finetune.safetensors")
+    encoder, _ = load_checkpoint(folder / global_encoder_file(FINETUNE))
     result = UnitResult(name=str(folder), arm="federation", seed=cfg.seed, fraction=1.0, predictions={})
     for site in sites:
         fed = FederatedSite(site.config, cfg, key)
@@ -211,7 +236,7 @@ def federation_unit(
         records = [json.loads(line) for line in (fed.state_dir / SUBJECTS_FILE).read_text().splitlines()]
         for phase, target in ((PRETRAIN, result.pretrain_subjects), (FINETUNE, result.finetune_subjects)):
             target[site.name] = sorted({s for r in records if r["phase"] == phase for s in r["subjects"]})
-    result.history = _round_history(folder / "rounds.jsonl", sites)
+    result.history = _round_history(folder / ROUNDS_FILE, sites)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -224,10 +249,10 @@ def _round_history(path: Path, sites: list[Site]) -> dict[str, list[dict[str, fl
         if record.get("event") != "train":
             continue
         for entry in record["sites"]:
-            index = int(entry.get("partition-id", -1))
+            index = int(entry.get(PARTITION_ID, -1))
             name = sites[index].name if 0 <= index < len(sites) else str(entry["node"])
             history.setdefault(f"{record['phase']}/{name}", []).append(
-                {"round": record["round"], "loss": entry.get("train-loss", float("nan"))}
+                {"round": record["round"], "loss": entry.get(TRAIN_LOSS, float("nan"))}
             )
     return history
 
@@ -237,3 +262,25 @@ def label_subset(site: Site, fraction: float, seed: int) -> SiteCases:
     dev = site.dev_cases()
     draw = derive_seed(seed, "labels", site.name, f"{fraction:g}")
     return SiteCases(site.config, subsample_labelled(dev.cases, fraction, draw))
+
+
+def subsample_labelled(cases: Sequence[CaseResult], fraction: float, seed: int) -> list[CaseResult]:
+    """A stratified share of labelled cases: per class ``max(1, round(fraction * n_class))``, seeded.
+
+    Args:
+        cases: labelled cases.
+        fraction: share to keep, in (0, 1].
+        seed: seed of the draw (the same seed keeps the same cases).
+
+    Returns:
+        The kept cases, sorted by subject id.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    rng = np.random.default_rng(seed)
+    kept: list[CaseResult] = []
+    for label in sorted({label_of(r) for r in cases}):
+        group = sorted((r for r in cases if label_of(r) == label), key=lambda r: r.case.subject_id)
+        count = max(1, round(fraction * len(group)))
+        kept += [group[i] for i in sorted(rng.choice(len(group), size=count, replace=False))]
+    return sorted(kept, key=lambda r: r.case.subject_id)

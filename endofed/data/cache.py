@@ -4,6 +4,10 @@ Layout: ``<work_dir>/cache/<key[:2]>/<key>/{image.npy, mask.npy, meta.json}``. E
 temporary folder and renamed into place, so an interrupted run never leaves a half-written entry. Reads
 are memory-mapped (``np.load(mmap_mode="r")``): an epoch never touches NIfTI. Changing a source file's
 bytes or any preprocessing setting changes the key, so the case is preprocessed again.
+
+``<work_dir>/cache/sources.json`` (:class:`SourceIndex`) records each source file's SHA-256 with the file's
+stat when it was hashed, so that a start-up whose sources are unchanged does not read them again. It holds
+paths: like the whole cache it is site-local and never sent anywhere.
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,28 @@ from endofed.io.hashing import file_sha256
 
 # Bump when the preprocessing code changes what it produces for the same inputs and config.
 PREPROCESS_VERSION = 1
+SOURCE_INDEX = "sources.json"
+SOURCE_INDEX_VERSION = 1
+# A file changed less than this before it was hashed may change again within the same timestamp tick (coarse
+# kernel clocks, 2 s on FAT, clock skew on network shares): its stat is not trusted, the next start-up hashes it.
+RACY_NS = 2_000_000_000
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON atomically: a uniquely named temporary file in the same folder, then ``os.replace``.
+
+    The unique name lets two processes write the same file at once (the last rename wins, whole).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(6)}.tmp")
+    handle = tmp.open("x", encoding="utf-8")  # "x": never take over a name another writer holds
+    try:
+        with handle:
+            handle.write(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def file_digest(path: Path) -> str:
@@ -90,6 +118,10 @@ class VolumeCache:
                 raise
         return final
 
+    def meta(self, key: str) -> dict[str, Any]:
+        """The JSON metadata of an entry alone (raises ``FileNotFoundError`` if absent)."""
+        return dict(json.loads((self.path(key) / "meta.json").read_text(encoding="utf-8")))
+
     def get(self, key: str) -> CachedCase:
         """Open an entry memory-mapped (raises ``FileNotFoundError`` if absent)."""
         folder = self.path(key)
@@ -97,3 +129,84 @@ class VolumeCache:
         image = np.load(folder / "image.npy", mmap_mode="r", allow_pickle=False)
         mask = np.load(folder / "mask.npy", mmap_mode="r", allow_pickle=False)
         return CachedCase(image=image, mask=mask, meta=meta)
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """What ``os.stat`` says about a file: any change of its bytes changes at least one field.
+
+    A write in place changes ``mtime_ns`` and ``ctime_ns`` (``ctime`` even when the mtime is set back); a
+    replacement (new file renamed over the old one) changes ``inode``.
+    """
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    device: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileStamp:
+        """The current stamp of ``path`` (follows symbolic links, as reading the file does)."""
+        st = os.stat(path)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+class SourceIndex:
+    """Site-local record of source files' SHA-256 and the :class:`FileStamp` each had when hashed.
+
+    :meth:`lookup` answers from the record when the stamp is unchanged (a few ``stat`` calls instead of
+    reading every image); :meth:`hash` reads the file and records it. A missing or unreadable index is an
+    empty one. :meth:`save` keeps only the files used since the index was opened (the current manifest).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._entries = self._read(self.path)
+        self._used: set[str] = set()
+        self._changed = False
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, dict[str, Any]]:
+        """The recorded entries (empty when the file is absent, corrupt or of another version)."""
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(document, dict) or document.get("version") != SOURCE_INDEX_VERSION:
+            return {}
+        files = document.get("files")
+        return dict(files) if isinstance(files, dict) else {}
+
+    def lookup(self, path: Path) -> str | None:
+        """The recorded digest of ``path`` if its stamp is unchanged and was not racy when hashed, else ``None``."""
+        key = os.fspath(path)
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        stamp = FileStamp.of(path)
+        recorded = {k: entry.get(k) for k in asdict(stamp)}
+        hashed_ns = int(entry.get("hashed_ns", 0))
+        if recorded != asdict(stamp) or hashed_ns - max(stamp.mtime_ns, stamp.ctime_ns) < RACY_NS:
+            return None
+        self._used.add(key)
+        return str(entry["sha256"])
+
+    def hash(self, path: Path) -> str:
+        """Read and hash ``path`` now (:func:`file_digest`) and record its digest with its stamp."""
+        hashed_ns = time.time_ns()
+        stamp = FileStamp.of(path)  # taken before reading: a change while hashing shows at the next lookup
+        digest = file_digest(path)
+        key = os.fspath(path)
+        self._entries[key] = {**asdict(stamp), "hashed_ns": hashed_ns, "sha256": digest}
+        self._used.add(key)
+        self._changed = True
+        return digest
+
+    def save(self) -> None:
+        """Write the index (atomically) if it changed; entries of files no longer used are dropped."""
+        if not self._changed and self._used == set(self._entries):
+            return
+        files = {key: self._entries[key] for key in sorted(self._used)}
+        write_json(self.path, {"version": SOURCE_INDEX_VERSION, "files": files})
+        self._entries, self._changed = files, False

@@ -1,4 +1,10 @@
-"""``endofed data check``: validate a site's data, fill the cache, and produce its data passport."""
+"""``endofed data check``: validate a site's data, fill the cache, and produce its data passport.
+
+Training runs the same check at every start-up (a fresh process per Flower message in deployment), in its fast
+form: source files whose stat is unchanged since they were hashed are not read again (``cache/sources.json``,
+:class:`~endofed.data.cache.SourceIndex`), and a passport whose content is unchanged is not rewritten.
+``endofed data check`` always runs the full check (``full=True``): every source file is hashed again.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from endofed.config import DataConfig, SiteConfig
-from endofed.data.cache import VolumeCache
+from endofed.data.cache import SOURCE_INDEX, SourceIndex, VolumeCache
+from endofed.data.cache import write_json as write_json  # re-exported: the JSON writer of endofed.training
 from endofed.data.manifest import Case, load_cases
 from endofed.data.passport import build_passport
 from endofed.data.site import CaseResult, prepare_site
@@ -17,6 +24,8 @@ from endofed.errors import ConfigError
 
 PASSPORT_FILE = "passport.json"
 CACHE_DIR = "cache"
+# Passport fields that differ between two checks of the same data (left out when deciding to rewrite it).
+_VOLATILE_PASSPORT_FIELDS = ("created_utc",)
 
 
 @dataclass(frozen=True)
@@ -39,12 +48,23 @@ def site_cache(site: SiteConfig) -> VolumeCache:
     return VolumeCache(site.work_dir / CACHE_DIR)
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+def site_sources(site: SiteConfig) -> SourceIndex:
+    """The site's record of source-file digests and stats (site-local, next to the cache entries)."""
+    return SourceIndex(site.work_dir / CACHE_DIR / SOURCE_INDEX)
+
+
+def _stable(passport: dict[str, Any]) -> dict[str, Any]:
+    """The passport without the fields that change from one check to the next."""
+    return {k: v for k, v in passport.items() if k not in _VOLATILE_PASSPORT_FIELDS}
+
+
+def current_passport(path: Path, passport: dict[str, Any]) -> dict[str, Any] | None:
+    """The passport at ``path`` if it says the same as ``passport`` (creation time aside), else ``None``."""
+    try:
+        written = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return written if isinstance(written, dict) and _stable(written) == _stable(passport) else None
 
 
 def check_site(
@@ -54,8 +74,20 @@ def check_site(
     passport_path: Path | None = None,
     on_start: Callable[[list[Case]], None] | None = None,
     on_case: Callable[[CaseResult], None] | None = None,
+    full: bool = False,
 ) -> SiteCheck:
     """Validate and preprocess every case of a site, then write its passport (default: work dir).
+
+    Args:
+        site: the site.
+        cfg: preprocessing settings.
+        allow_failures: the passport is ``ready`` even if some cases failed (they are left out).
+        passport_path: where to write the passport (default ``WORK_DIR/passport.json``).
+        on_start: called with the cases before the first one is prepared (progress display).
+        on_case: called after each case (progress display).
+        full: hash every source file again and rewrite the passport (``endofed data check``). Otherwise a
+            file whose stat is unchanged since it was hashed is not read, unless its case misses the cache,
+            and a passport with unchanged content is kept as it is.
 
     Raises:
         DataError: the manifest or folder layout itself is unusable (individual bad cases do not raise).
@@ -68,8 +100,10 @@ def check_site(
     cases = load_cases(site)
     if on_start is not None:
         on_start(cases)
-    results = prepare_site(cases, cfg, site_cache(site), on_case=on_case)
+    results = prepare_site(cases, cfg, site_cache(site), on_case=on_case, sources=site_sources(site), full=full)
     passport = build_passport(site.site_id, results, cfg, allow_failures=allow_failures)
     path = passport_path if passport_path is not None else site.work_dir / PASSPORT_FILE
-    write_json(path, passport)
-    return SiteCheck(results=results, passport=passport, passport_path=path)
+    kept = None if full else current_passport(path, passport)
+    if kept is None:
+        write_json(path, passport)
+    return SiteCheck(results=results, passport=kept if kept is not None else passport, passport_path=path)

@@ -17,6 +17,7 @@ from pathlib import Path
 from endofed.config import SPLITS, SiteConfig
 from endofed.errors import DataError
 
+MODALITIES = ("t1", "t2")  # the image fields of a Case, in channel order (0 = T1, 1 = T2)
 REQUIRED_COLUMNS = ("subject_id", "t1", "t2", "label")
 OPTIONAL_COLUMNS = ("split",)
 

@@ -17,7 +17,7 @@ import numpy as np
 import endofed
 from endofed.config import DataConfig
 from endofed.data.cache import config_digest
-from endofed.data.preprocess import MODALITIES
+from endofed.data.manifest import MODALITIES
 from endofed.data.site import CaseResult
 
 PASSPORT_VERSION = 1

@@ -23,10 +23,10 @@ from monai.transforms import SpatialResample
 
 from endofed.config import DataConfig
 from endofed.data.geometry import fov_mask, target_grid
+from endofed.data.manifest import MODALITIES
 from endofed.data.nifti import Volume
 from endofed.errors import DataError
 
-MODALITIES = ("t1", "t2")
 _MONAI_MODE: dict[str, str | int] = {"linear": "bilinear", "nearest": "nearest", "bspline": 3}
 
 

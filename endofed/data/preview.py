@@ -16,6 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from endofed.io.figures import save_figure  # noqa: E402
+
 CHECKER_TILE_MM = 16.0  # side of a checkerboard square
 
 
@@ -59,7 +61,4 @@ def write_preview(cases: Sequence[tuple[str, np.ndarray]], spacing: tuple[float,
             axis.set_yticks([])
     fig.suptitle("Preprocessed T1/T2: on aligned cases, edges continue across checkerboard tiles", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -1,7 +1,9 @@
 """Prepare a site's cases: validate every case, preprocess it once into the cache, keep per-case facts.
 
 This is what ``endofed data check`` runs, and what training runs before reading the cache. A case that
-fails is kept with its error (and left out of training); the source files are only read.
+fails is kept with its error (and left out of training); the source files are only read. With a
+:class:`~endofed.data.cache.SourceIndex`, an unchanged source file (same stat) is not hashed again unless its
+case misses the cache; preprocessing (MONAI, nibabel) is imported only when a case has to be preprocessed.
 """
 
 from __future__ import annotations
@@ -9,17 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from endofed.config import DataConfig
-from endofed.data.cache import VolumeCache, cache_key, file_digest
-from endofed.data.geometry import grid_extent_mm
-from endofed.data.manifest import Case
-from endofed.data.nifti import Volume, load_volume
-from endofed.data.preprocess import MODALITIES, overlap_fraction, preprocess_case
+from endofed.data.cache import SourceIndex, VolumeCache, cache_key, file_digest
+from endofed.data.manifest import MODALITIES, Case
 from endofed.errors import DataError
+
+if TYPE_CHECKING:
+    from endofed.data.nifti import Volume
 
 INTENSITY_PERCENTILES = (1.0, 50.0, 99.0)
 
@@ -48,6 +50,8 @@ class CaseResult:
 
 def volume_facts(volume: Volume) -> dict[str, Any]:
     """Header and intensity facts of one source volume (no path, no identifiers)."""
+    from endofed.data.geometry import grid_extent_mm
+
     p_low, p_mid, p_high = np.percentile(volume.array, INTENSITY_PERCENTILES)
     return {
         "orientation": volume.orientation,
@@ -59,9 +63,21 @@ def volume_facts(volume: Volume) -> dict[str, Any]:
     }
 
 
-def _digests(case: Case) -> dict[str, str | None]:
-    """Content hash of each modality's file (``None`` when the modality is absent)."""
+def _digest(path: Path, sources: SourceIndex | None, trust: bool) -> tuple[str, bool]:
+    """A source file's SHA-256, and whether it was taken from ``sources`` (stat unchanged) without reading."""
+    if sources is None:
+        return file_digest(path), False
+    recorded = sources.lookup(path) if trust else None
+    return (recorded, True) if recorded is not None else (sources.hash(path), False)
+
+
+def _digests(case: Case, sources: SourceIndex | None = None, trust: bool = False) -> tuple[dict[str, str | None], bool]:
+    """Content hash of each modality's file (``None`` when absent), and whether any came from the index unread.
+
+    With ``trust``, a file whose stat is unchanged since ``sources`` recorded it is not read again.
+    """
     result: dict[str, str | None] = {}
+    recalled = False
     for name in MODALITIES:
         path: Path | None = getattr(case, name)
         if path is None:
@@ -70,14 +86,32 @@ def _digests(case: Case) -> dict[str, str | None]:
         if not path.is_file():
             raise DataError(f"missing file: {path}", "missing_file")
         try:
-            result[name] = file_digest(path)
+            result[name], from_index = _digest(path, sources, trust)
         except OSError as exc:
             raise DataError(f"cannot read {path}: {exc}", "unreadable") from None
-    return result
+        recalled = recalled or from_index
+    return result, recalled
+
+
+def _case_digests(
+    case: Case, cfg: DataConfig, cache: VolumeCache, sources: SourceIndex | None, full: bool
+) -> dict[str, str | None]:
+    """The digests that key a case: from the index when its files are unchanged and the key is cached.
+
+    A digest taken from the index is only trusted for a cache hit: before a case is preprocessed (cache miss)
+    its files are hashed again, so the entry is keyed by the bytes that were actually read.
+    """
+    digests, recalled = _digests(case, sources, trust=not full)
+    if recalled and not cache.contains(cache_key(digests["t1"], digests["t2"], cfg)):
+        digests, _ = _digests(case, sources, trust=False)
+    return digests
 
 
 def _preprocess_into_cache(case: Case, key: str, cfg: DataConfig, cache: VolumeCache) -> dict[str, Any]:
-    """Load, preprocess and store one case; return its facts."""
+    """Load, preprocess and store one case; return its facts (imports the preprocessing: MONAI, nibabel)."""
+    from endofed.data.nifti import load_volume
+    from endofed.data.preprocess import overlap_fraction, preprocess_case
+
     volumes = {name: (load_volume(p) if (p := getattr(case, name)) is not None else None) for name in MODALITIES}
     try:
         pre = preprocess_case(volumes["t1"], volumes["t2"], cfg)
@@ -95,7 +129,7 @@ def prepare_case(case: Case, cfg: DataConfig, cache: VolumeCache, digests: dict[
     try:
         key = cache_key(digests["t1"], digests["t2"], cfg)
         if cache.contains(key):
-            facts = cache.get(key).meta["facts"]
+            facts = cache.meta(key)["facts"]
         else:
             facts = _preprocess_into_cache(case, key, cfg, cache)
     except DataError as exc:
@@ -108,6 +142,8 @@ def prepare_site(
     cfg: DataConfig,
     cache: VolumeCache,
     on_case: Callable[[CaseResult], None] | None = None,
+    sources: SourceIndex | None = None,
+    full: bool = True,
 ) -> list[CaseResult]:
     """Validate and preprocess every case; failures are returned, not raised.
 
@@ -119,6 +155,9 @@ def prepare_site(
         cfg: preprocessing settings.
         cache: where preprocessed cases are stored.
         on_case: called after each case (progress display).
+        sources: where source digests are recorded with the files' stat (``None``: hash every file, record
+            nothing). Saved before returning.
+        full: hash every source file again; otherwise an unchanged file of a cached case is not read.
 
     Returns:
         One result per case, in input order.
@@ -127,7 +166,7 @@ def prepare_site(
     owner: dict[str, str] = {}  # file digest -> first subject that used it
     for case in cases:
         try:
-            digests = _digests(case)
+            digests = _case_digests(case, cfg, cache, sources, full)
             if digests["t1"] is not None and digests["t1"] == digests["t2"]:
                 raise DataError(f"T1 and T2 of subject {case.subject_id!r} are the same image", "duplicate_image")
             for name, digest in digests.items():
@@ -145,4 +184,6 @@ def prepare_site(
         results.append(result)
         if on_case is not None:
             on_case(result)
+    if sources is not None:
+        sources.save()
     return results

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-OUTGOING_LOG = "outgoing.jsonl"
+from endofed.federated.protocol import OUTGOING_FILE
 
 
 def audit_outgoing(
@@ -60,7 +60,7 @@ def audit_outgoing(
 def append_audit(folder: Path, record: Mapping[str, Any]) -> Path:
     """Append one audit record to the site's outgoing log."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / OUTGOING_LOG
+    path = folder / OUTGOING_FILE
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record, sort_keys=True) + "\n")
     return path

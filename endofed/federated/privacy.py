@@ -29,8 +29,8 @@ import numpy as np
 
 from endofed.config import FederationConfig
 from endofed.errors import ConfigError
+from endofed.federated.strategies import DP_STRATEGIES  # their aggregate is the mean the noise is calibrated for
 
-DP_STRATEGIES = ("fedavg", "fedprox")  # their aggregate is the mean the noise is calibrated for
 _MAX_RELEASES = 10**7  # search bound of max_releases (far beyond any federated run)
 
 

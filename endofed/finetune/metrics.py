@@ -1,35 +1,41 @@
-"""Binary classification metrics with patient-level bootstrap confidence intervals.
+"""Binary classification metrics, defined once, and their patient-level bootstrap confidence intervals.
 
-Every function takes ``y_true`` (0/1 labels, one row = one patient) and ``y_score`` (predicted probability
-of class 1, in [0, 1]). Threshold-based metrics predict positive when ``y_score >= threshold`` (0.5 by
-default). Metrics come from scikit-learn where it has them; the expected calibration error is written here.
+Every metric takes 0/1 labels (one value = one patient) and the predicted probability of class 1. The
+definition is :func:`row_metrics`, vectorised over rows of ``(B, N)`` arrays so that thousands of bootstrap
+resamples take milliseconds; one set of scores is the one-row case (:func:`auc`, :func:`binary_metrics`, ...).
+Threshold-based metrics predict positive when ``score >= threshold`` (0.5 by default).
 
 Degenerate inputs give ``NaN``, never an exception: a metric that needs both classes (AUC, balanced
 accuracy) is undefined when only one class is present, sensitivity is undefined without positives,
 specificity without negatives, and F1 when there are neither true nor predicted positives (0/0). The
-bootstrap skips resamples on which the metric is ``NaN`` (for AUC: resamples that drew a single class) and
-logs how many resamples were used; :func:`bootstrap_replicates` returns them for callers that need the count.
+bootstrap (:mod:`endofed.finetune.bootstrap`) skips resamples on which a metric is ``NaN``.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 from collections.abc import Callable, Mapping
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score, roc_auc_score
+from scipy.stats import rankdata
 
-logger = logging.getLogger(__name__)
+from endofed.finetune.bootstrap import Interval, seed_bootstrap
 
 DEFAULT_THRESHOLD = 0.5
+DEFAULT_ECE_BINS = 10
 
 MetricFn = Callable[[ArrayLike, ArrayLike], float]
 """A metric of ``(y_true, y_score)`` returning a float (``NaN`` when undefined)."""
 
-Interval = tuple[float, float, float]
-"""``(point, low, high)``: the metric on all cases and the bootstrap percentile interval."""
+METRIC_LABELS = {
+    "auc": "AUC",
+    "balanced_accuracy": "balanced accuracy",
+    "sensitivity": "sensitivity",
+    "specificity": "specificity",
+    "f1": "F1",
+    "ece": "ECE (lower is better)",
+}
+"""Every metric reported for a classifier, in report order, with its label for tables (AUC is the primary one)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -73,117 +79,121 @@ def check_binary_inputs(y_true: ArrayLike, y_score: ArrayLike) -> tuple[NDArray[
     return truth.astype(np.int64), scores
 
 
-def _is_number(value: object) -> bool:
-    """Whether ``value`` is a real number (Python or numpy scalar), excluding bool."""
-    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.integer, np.floating))
-
-
-def _is_count(value: object) -> bool:
-    """Whether ``value`` is an integer (Python or numpy scalar), excluding bool."""
-    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer))
-
-
-def _check_threshold(threshold: float) -> None:
-    """Require a finite decision threshold in [0, 1]."""
-    if not _is_number(threshold) or not 0.0 <= threshold <= 1.0:
+def _check_parameters(threshold: float, n_bins: int) -> None:
+    """Require a threshold in [0, 1] and an integer bin count >= 1."""
+    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, (int, float, np.integer, np.floating)):
         raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    if isinstance(n_bins, (bool, np.bool_)) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise ValueError(f"n_bins must be an integer >= 1, got {n_bins!r}")
 
 
-def _predict(y_true: ArrayLike, y_score: ArrayLike, threshold: float) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Validated labels and hard predictions ``y_score >= threshold``."""
-    _check_threshold(threshold)
+# --------------------------------------------------------------------------------------------------
+# The definition: every metric, row by row
+# --------------------------------------------------------------------------------------------------
+
+
+def _ratio(num: NDArray[np.float64], den: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``num / den`` with NaN where ``den`` is 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _ece(y: NDArray[np.float64], p: NDArray[np.float64], n_bins: int) -> NDArray[np.float64]:
+    """Per row: ``sum_m |positives_m - confidence_m| / N`` over equal-width bins of ``p`` (see :func:`row_metrics`)."""
+    rows, width = p.shape
+    bins = np.minimum(np.floor(p * n_bins).astype(np.int64), n_bins - 1) + n_bins * np.arange(rows)[:, None]
+    gap = np.bincount(bins.ravel(), weights=(y - p).ravel(), minlength=rows * n_bins).reshape(rows, n_bins)
+    return np.abs(gap).sum(axis=1) / width
+
+
+def row_metrics(
+    labels: ArrayLike, scores: ArrayLike, threshold: float = DEFAULT_THRESHOLD, n_bins: int = DEFAULT_ECE_BINS
+) -> dict[str, NDArray[np.float64]]:
+    """Every metric of :data:`METRIC_LABELS` for each row of ``labels`` and ``scores`` (both ``(B, N)``, or ``(N,)``).
+
+    Definitions, per row of ``N`` cases with ``P`` positives and ``Q`` negatives:
+
+    * ``auc``: the Mann-Whitney statistic, the share of (positive, negative) pairs where the positive scores
+      higher, a tie counting half: ``(sum of the positives' average ranks - P(P+1)/2) / (P Q)``.
+    * with ``pred = score >= threshold``: ``sensitivity`` TP / P, ``specificity`` TN / Q,
+      ``balanced_accuracy`` their mean, ``f1`` 2TP / (2TP + FP + FN).
+    * ``ece``: split [0, 1] into ``M = n_bins`` equal-width bins; case ``i`` goes to bin
+      ``min(floor(p_i M), M - 1)`` (the last bin includes 1.0). With ``n_m`` cases in bin ``m``, ``acc_m``
+      the share of them labelled 1 and ``conf_m`` their mean score, ``ECE = sum_m (n_m / N) |acc_m - conf_m|``.
+      This is the reliability diagram of P(class 1), not the multi-class "top-label" ECE.
+
+    Args:
+        labels: 0/1 labels, already checked (see :func:`check_binary_inputs`).
+        scores: probabilities of class 1 in [0, 1], the same shape.
+        threshold: decision threshold of the threshold-based metrics.
+        n_bins: ECE bins.
+
+    Returns:
+        ``{name: (B,)}``, NaN where a metric is undefined on a row.
+    """
+    _check_parameters(threshold, n_bins)
+    y = np.atleast_2d(np.asarray(labels, dtype=np.float64))
+    p = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    if y.shape != p.shape or y.ndim != 2 or y.shape[1] == 0:
+        raise ValueError(f"labels and scores must have the same shape (B, N) with N >= 1, got {y.shape} and {p.shape}")
+    n_pos, n_neg = y.sum(axis=1), (1 - y).sum(axis=1)
+    ranks = rankdata(p, axis=1)  # average ranks of tied scores
+    auc_rows = _ratio((ranks * y).sum(axis=1) - n_pos * (n_pos + 1) / 2, n_pos * n_neg)
+    pred = (p >= threshold).astype(np.float64)
+    tp, fp = (pred * y).sum(axis=1), (pred * (1 - y)).sum(axis=1)
+    fn, tn = n_pos - tp, n_neg - fp
+    sens, spec = _ratio(tp, n_pos), _ratio(tn, n_neg)
+    return {
+        "auc": auc_rows,
+        "balanced_accuracy": (sens + spec) / 2,
+        "sensitivity": sens,
+        "specificity": spec,
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "ece": _ece(y, p, n_bins),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# One set of scores
+# --------------------------------------------------------------------------------------------------
+
+
+def _one(name: str, y_true: ArrayLike, y_score: ArrayLike, threshold: float, n_bins: int) -> float:
+    """Metric ``name`` of :func:`row_metrics` on one checked set of scores."""
     truth, score = check_binary_inputs(y_true, y_score)
-    return truth, (score >= threshold).astype(np.int64)
-
-
-def _both_classes(truth: NDArray[np.int64]) -> bool:
-    """Whether both 0 and 1 occur among the labels."""
-    return bool(truth.min() == 0 and truth.max() == 1)
-
-
-# --------------------------------------------------------------------------------------------------
-# Point metrics
-# --------------------------------------------------------------------------------------------------
+    return float(row_metrics(truth, score, threshold, n_bins)[name][0])
 
 
 def auc(y_true: ArrayLike, y_score: ArrayLike) -> float:
-    """Area under the ROC curve (``sklearn.metrics.roc_auc_score``).
-
-    Returns:
-        The AUC, or ``NaN`` when only one class is present: the ROC curve needs both a true-positive
-        rate (positives) and a false-positive rate (negatives), so AUC is undefined, not an error.
-    """
-    truth, score = check_binary_inputs(y_true, y_score)
-    if not _both_classes(truth):
-        logger.debug("AUC undefined: only class %d present in %d cases", int(truth[0]), truth.size)
-        return math.nan
-    return float(roc_auc_score(truth, score))
+    """Area under the ROC curve; ``NaN`` when only one class is present (see :func:`row_metrics`)."""
+    return _one("auc", y_true, y_score, DEFAULT_THRESHOLD, DEFAULT_ECE_BINS)
 
 
 def sensitivity(y_true: ArrayLike, y_score: ArrayLike, threshold: float = DEFAULT_THRESHOLD) -> float:
     """Recall of class 1, TP / (TP + FN); ``NaN`` when there are no positive cases."""
-    truth, pred = _predict(y_true, y_score, threshold)
-    if not truth.any():
-        return math.nan
-    return float(recall_score(truth, pred, pos_label=1))
+    return _one("sensitivity", y_true, y_score, threshold, DEFAULT_ECE_BINS)
 
 
 def specificity(y_true: ArrayLike, y_score: ArrayLike, threshold: float = DEFAULT_THRESHOLD) -> float:
     """Recall of class 0, TN / (TN + FP); ``NaN`` when there are no negative cases."""
-    truth, pred = _predict(y_true, y_score, threshold)
-    if truth.all():
-        return math.nan
-    return float(recall_score(truth, pred, pos_label=0))
+    return _one("specificity", y_true, y_score, threshold, DEFAULT_ECE_BINS)
 
 
 def balanced_accuracy(y_true: ArrayLike, y_score: ArrayLike, threshold: float = DEFAULT_THRESHOLD) -> float:
-    """Mean of sensitivity and specificity (``sklearn.metrics.balanced_accuracy_score``).
-
-    Returns:
-        The balanced accuracy, or ``NaN`` when only one class is present (scikit-learn would then
-        silently return the recall of the one class present, which is not a balanced accuracy).
-    """
-    truth, pred = _predict(y_true, y_score, threshold)
-    if not _both_classes(truth):
-        return math.nan
-    return float(balanced_accuracy_score(truth, pred))
+    """Mean of sensitivity and specificity; ``NaN`` when only one class is present."""
+    return _one("balanced_accuracy", y_true, y_score, threshold, DEFAULT_ECE_BINS)
 
 
 def f1(y_true: ArrayLike, y_score: ArrayLike, threshold: float = DEFAULT_THRESHOLD) -> float:
     """F1 of class 1, 2TP / (2TP + FP + FN); ``NaN`` when there are no true and no predicted positives."""
-    truth, pred = _predict(y_true, y_score, threshold)
-    return float(f1_score(truth, pred, pos_label=1, zero_division=np.nan))
+    return _one("f1", y_true, y_score, threshold, DEFAULT_ECE_BINS)
 
 
-def expected_calibration_error(y_true: ArrayLike, y_score: ArrayLike, n_bins: int = 10) -> float:
-    """Expected calibration error of the positive-class probability (binary reliability diagram).
-
-    Definition: split [0, 1] into ``M = n_bins`` equal-width bins; case ``i`` goes to bin
-    ``min(floor(p_i * M), M - 1)`` (so bins are ``[m/M, (m+1)/M)`` and the last one includes 1.0). With
-    ``n_m`` cases in bin ``m``, ``acc_m`` the fraction of them with label 1 and ``conf_m`` their mean
-    ``p_i``::
-
-        ECE = sum_m (n_m / N) * |acc_m - conf_m|
-
-    Empty bins contribute nothing. This is the reliability diagram of P(class 1), not the "top-label"
-    (max-probability) ECE of multi-class papers; the two differ for scores below 0.5.
-
-    Args:
-        y_true: 0/1 labels, shape ``(N,)``.
-        y_score: probability of class 1, shape ``(N,)``.
-        n_bins: number of equal-width bins (>= 1).
-
-    Returns:
-        ECE in [0, 1].
-    """
-    if not _is_count(n_bins) or n_bins < 1:
-        raise ValueError(f"n_bins must be an integer >= 1, got {n_bins!r}")
-    truth, score = check_binary_inputs(y_true, y_score)
-    bins = np.minimum(np.floor(score * n_bins).astype(np.int64), n_bins - 1)
-    positives = np.bincount(bins, weights=truth.astype(np.float64), minlength=n_bins)
-    confidence = np.bincount(bins, weights=score, minlength=n_bins)
-    # (n_m / N) * |positives_m / n_m - confidence_m / n_m| = |positives_m - confidence_m| / N
-    return float(np.abs(positives - confidence).sum() / truth.size)
+def expected_calibration_error(y_true: ArrayLike, y_score: ArrayLike, n_bins: int = DEFAULT_ECE_BINS) -> float:
+    """Expected calibration error of the positive-class probability, in [0, 1] (see :func:`row_metrics`)."""
+    return _one("ece", y_true, y_score, DEFAULT_THRESHOLD, n_bins)
 
 
 METRICS: Mapping[str, MetricFn] = {
@@ -194,168 +204,30 @@ METRICS: Mapping[str, MetricFn] = {
     "f1": f1,
     "ece": expected_calibration_error,
 }
-"""Every metric reported for a classifier, by name (AUC is the primary one); thresholds at 0.5."""
+"""Every metric of :data:`METRIC_LABELS` as a function of one set of scores (threshold 0.5, 10 ECE bins)."""
 
 
 def binary_metrics(y_true: ArrayLike, y_score: ArrayLike) -> dict[str, float]:
-    """All metrics of :data:`METRICS` on one set of test cases (threshold 0.5, 10 ECE bins)."""
+    """Every metric on one set of test cases (threshold 0.5, 10 ECE bins), in :data:`METRIC_LABELS` order."""
     truth, score = check_binary_inputs(y_true, y_score)
-    return {name: fn(truth, score) for name, fn in METRICS.items()}
-
-
-# --------------------------------------------------------------------------------------------------
-# Bootstrap
-# --------------------------------------------------------------------------------------------------
-
-
-def _check_bootstrap_args(n_resamples: int, seed: int, alpha: float) -> None:
-    """Validate the resample count, seed and significance level."""
-    if not _is_count(n_resamples) or n_resamples < 0:
-        raise ValueError(f"n_resamples must be an integer >= 0, got {n_resamples!r}")
-    if not _is_count(seed) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    if not _is_number(alpha) or not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-
-
-def _percentile_interval(values: NDArray[np.float64], alpha: float) -> tuple[float, float]:
-    """Percentile interval ``[alpha/2, 1 - alpha/2]`` (numpy's linear interpolation); NaNs if empty."""
-    if values.size == 0:
-        return math.nan, math.nan
-    low, high = np.percentile(values, [50.0 * alpha, 100.0 - 50.0 * alpha])
-    return float(low), float(high)
-
-
-def _paired_replicates(
-    truth: NDArray[np.int64],
-    scores: tuple[NDArray[np.float64], ...],
-    metric_fn: MetricFn,
-    n_resamples: int,
-    seed: int,
-) -> NDArray[np.float64]:
-    """Metric of each score array on ``n_resamples`` case resamples shared by all arrays.
-
-    Returns:
-        Array ``(n_resamples, len(scores))``; resample ``r`` draws ``N`` case indices with replacement
-        from ``np.random.default_rng(seed)``, the same indices for every score array.
-    """
-    rng = np.random.default_rng(seed)
-    out = np.empty((n_resamples, len(scores)), dtype=np.float64)
-    for r in range(n_resamples):
-        idx = rng.integers(0, truth.size, size=truth.size)
-        out[r] = [metric_fn(truth[idx], score[idx]) for score in scores]
-    return out
-
-
-def bootstrap_replicates(
-    y_true: ArrayLike, y_score: ArrayLike, metric_fn: MetricFn, n_resamples: int, seed: int
-) -> NDArray[np.float64]:
-    """The metric on each bootstrap resample of the cases, keeping only resamples where it is defined.
-
-    Args:
-        y_true: 0/1 labels, one per patient (patients are the resampling unit).
-        y_score: probability of class 1 per patient.
-        metric_fn: e.g. :func:`auc`; returns ``NaN`` when undefined on a resample.
-        n_resamples: resamples drawn (with replacement, size ``N`` each).
-        seed: seed of ``np.random.default_rng``; the same seed gives the same resamples.
-
-    Returns:
-        The finite replicates; its length is the number of resamples used (for AUC, resamples that
-        drew a single class are skipped).
-    """
-    _check_bootstrap_args(n_resamples, seed, 0.05)
-    truth, score = check_binary_inputs(y_true, y_score)
-    values = _paired_replicates(truth, (score,), metric_fn, n_resamples, seed)[:, 0]
-    return values[np.isfinite(values)]
-
-
-def bootstrap_ci(
-    y_true: ArrayLike,
-    y_score: ArrayLike,
-    metric_fn: MetricFn,
-    n_resamples: int,
-    seed: int,
-    alpha: float = 0.05,
-) -> Interval:
-    """Percentile bootstrap confidence interval of a metric over patients.
-
-    The point estimate is the metric on all cases. ``low``/``high`` are the ``alpha/2`` and
-    ``1 - alpha/2`` percentiles of the metric over resamples of the cases (with replacement, ``N`` per
-    resample, drawn from ``np.random.default_rng(seed)``). Resamples where the metric is undefined
-    (``NaN``, e.g. AUC on a single-class resample) are skipped; the number used is logged at INFO.
-    With ``n_resamples == 0`` (``finetune.bootstrap: 0``) or no usable resample, ``low`` and ``high``
-    are ``NaN``.
-
-    Returns:
-        ``(point, low, high)``.
-    """
-    _check_bootstrap_args(n_resamples, seed, alpha)
-    truth, score = check_binary_inputs(y_true, y_score)
-    point = float(metric_fn(truth, score))
-    values = bootstrap_replicates(truth, score, metric_fn, n_resamples, seed)
-    name = getattr(metric_fn, "__name__", "metric")
-    logger.info("bootstrap %s: %d of %d resamples used", name, values.size, n_resamples)
-    low, high = _percentile_interval(values, alpha)
-    return point, low, high
+    return {name: float(values[0]) for name, values in row_metrics(truth, score).items()}
 
 
 def bootstrap_all(
     y_true: ArrayLike, y_score: ArrayLike, n_resamples: int, seed: int, alpha: float = 0.05
 ) -> dict[str, Interval]:
-    """:func:`bootstrap_ci` of every metric in :data:`METRICS`, each on the same resamples (same seed)."""
-    return {name: bootstrap_ci(y_true, y_score, fn, n_resamples, seed, alpha) for name, fn in METRICS.items()}
+    """Every metric with its percentile bootstrap interval over patients, all metrics on the same resamples.
 
-
-def paired_bootstrap_difference(
-    y_true: ArrayLike,
-    score_a: ArrayLike,
-    score_b: ArrayLike,
-    metric_fn: MetricFn,
-    n_resamples: int,
-    seed: int,
-    alpha: float = 0.05,
-) -> tuple[float, float, float, float]:
-    """Paired bootstrap of ``metric(a) - metric(b)`` for two methods scored on the same patients.
-
-    Each resample draws the same case indices for both methods, so the patient-to-patient variation
-    they share cancels (e.g. "pre-trained" = a vs "from scratch" = b). Resamples where either metric
-    is undefined are skipped (count logged at INFO).
+    The point is the metric on all cases; ``low``/``high`` are the ``alpha/2`` and ``1 - alpha/2``
+    percentiles over ``n_resamples`` resamples of the cases (``N`` each, with replacement, drawn at once
+    from ``np.random.default_rng(seed)``; see :func:`endofed.finetune.bootstrap.seed_bootstrap`). Resamples
+    where a metric is undefined are skipped; with none left (or ``n_resamples == 0``) the interval is NaN.
 
     Returns:
-        ``(diff, low, high, p)``: the difference on all cases; its percentile interval at level
-        ``1 - alpha``; and ``p``, the fraction of used resamples whose difference is ``<= 0`` — a
-        one-sided bootstrap p-value-like measure of "a is not better than b" (small = a better).
-        ``low``, ``high`` and ``p`` are ``NaN`` when no resample is usable.
+        ``{metric: (point, low, high)}``.
 
     Raises:
-        ValueError: if labels or either score array are invalid or of different lengths.
+        ValueError: invalid labels, scores, resample count, seed or ``alpha``.
     """
-    _check_bootstrap_args(n_resamples, seed, alpha)
-    truth, a = check_binary_inputs(y_true, score_a)
-    _, b = check_binary_inputs(truth, score_b)
-    diff = float(metric_fn(truth, a)) - float(metric_fn(truth, b))
-    pairs = _paired_replicates(truth, (a, b), metric_fn, n_resamples, seed)
-    deltas = pairs[:, 0] - pairs[:, 1]
-    deltas = deltas[np.isfinite(deltas)]
-    name = getattr(metric_fn, "__name__", "metric")
-    logger.info("paired bootstrap %s: %d of %d resamples used", name, deltas.size, n_resamples)
-    low, high = _percentile_interval(deltas, alpha)
-    p = float(np.mean(deltas <= 0.0)) if deltas.size else math.nan
-    return diff, low, high, p
-
-
-def relative_improvement(new: float, baseline: float) -> float:
-    """Relative improvement ``(new - baseline) / baseline``, as the seed paper reports gains over scratch.
-
-    A fraction, not a percentage: AUC 0.55 -> 0.72 gives 0.309 ("31%"). For AUC, whose chance level is
-    0.5 rather than 0, a relative figure flatters weak baselines; report the absolute values beside it.
-
-    Raises:
-        ValueError: if either value is not finite, or ``baseline <= 0`` (the ratio is meaningless).
-    """
-    for name, value in (("new", new), ("baseline", baseline)):
-        if not _is_number(value) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if baseline <= 0:
-        raise ValueError(f"baseline must be > 0 for a relative improvement, got {baseline!r}")
-    return (new - baseline) / baseline
+    truth, score = check_binary_inputs(y_true, y_score)
+    return seed_bootstrap(row_metrics, truth, score[None, :], n_resamples, seed, alpha)

@@ -2,7 +2,7 @@
 
 Same code path whatever the encoder's initialisation (from scratch or pre-trained): AdamW over layer-wise
 learning-rate-decay groups (:func:`layer_decay_groups`, as in MAE/BEiT fine-tuning), the warm-up + cosine
-schedule of :func:`endofed.ssl.pretrain.lr_at` over ``FinetuneConfig.epochs``, cross-entropy weighted by
+schedule of :func:`endofed.optim.lr_at` over ``FinetuneConfig.epochs``, cross-entropy weighted by
 inverse class frequency (:func:`class_weights`), and :mod:`endofed.finetune.augment` on the device. Cases
 with a missing modality are classified from the other one (``modality_present``).
 
@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from endofed.config import FinetuneConfig
 from endofed.finetune.augment import AugmentParams, random_augment
 from endofed.models.classifier import Classifier3D, modality_presence
+from endofed.optim import decays, epoch_seed, lr_at
 from endofed.ssl.prefetch import device_batches
-from endofed.ssl.pretrain import NO_DECAY_NAMES, epoch_seed, lr_at
 
 LOGGER = logging.getLogger(__name__)
 DROP_PATH_SALT = 0x5EED_D809  # separates the stochastic-depth stream from the augmentation stream
@@ -56,11 +56,6 @@ def layer_id(name: str, depth: int) -> int:
     if name.startswith("encoder.blocks."):
         return int(name.split(".")[2]) + 1
     return depth + 1
-
-
-def decays(name: str, param: torch.Tensor) -> bool:
-    """Whether weight decay applies: matrices yes; biases, norms and learned embeddings no."""
-    return param.ndim >= 2 and not name.endswith(NO_DECAY_NAMES)
 
 
 def layer_decay_groups(

@@ -34,6 +34,7 @@ from endofed.config import DataConfig, ServerConfig, SiteConfig, build, load_con
 from endofed.data.check import check_site
 from endofed.errors import ConfigError, DataError
 from endofed.federated.privacy import check_privacy_plan
+from endofed.federated.protocol import STATE_FILE, SUMMARY_FILE
 from endofed.federated.runconfig import CONFIG_OVERRIDES, CONFIG_PATH, NODE_SITE_CONFIG, OUTPUT_DIR, RESUME, RUN_KEY
 from endofed.launch.flwr import (
     COMPLETED,
@@ -48,7 +49,6 @@ from endofed.launch.simulation import find_app_dir
 
 CONNECTION = "endofed-server"
 LAUNCH_FILE = "launch.json"  # in the run folder: what --resume needs to start the same run again
-STATE_FILE = "server_state.safetensors"  # written by the ServerApp after every completed round (server/app.py)
 LOGGER = logging.getLogger(__name__)
 
 
@@ -242,7 +242,7 @@ def run_server(server: ServerConfig, overrides: Sequence[str], resume: Launch | 
             (out / "superlink.pid").unlink(missing_ok=True)
     if status != COMPLETED:
         raise LaunchError(f"run {run_id} ended {status!r}, not {COMPLETED!r}; see {superlink.log}")
-    return out / "summary.json"
+    return out / SUMMARY_FILE
 
 
 def supernode_command(site: SiteConfig, site_yaml: Path, runtime_port: int) -> list[str]:

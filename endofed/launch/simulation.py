@@ -16,6 +16,7 @@ from typing import Any
 from endofed.config import load_config, load_site_config
 from endofed.errors import ConfigError
 from endofed.federated.privacy import check_privacy_plan
+from endofed.federated.protocol import PARTITION_ID, SUMMARY_FILE
 from endofed.federated.runconfig import CONFIG_OVERRIDES, CONFIG_PATH, OUTPUT_DIR, RUN_KEY, SITE_CONFIGS
 from endofed.launch.flwr import (
     COMPLETED,
@@ -139,7 +140,7 @@ def run_simulation(request: SimulationRequest) -> dict[str, Any]:
             superlink.stop()
     if status != COMPLETED:
         raise LaunchError(f"run {run_id} ended {status!r}, not {COMPLETED!r}; see {superlink.log} and the output above")
-    return named_summary(out / "summary.json", request.site_yamls)
+    return named_summary(out / SUMMARY_FILE, request.site_yamls)
 
 
 def named_summary(path: Path, site_yamls: Sequence[Path]) -> dict[str, Any]:
@@ -147,7 +148,7 @@ def named_summary(path: Path, site_yamls: Sequence[Path]) -> dict[str, Any]:
     summary: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     names = [load_site_config(p).site_id for p in site_yamls]
     for metrics in summary.get("sites", {}).values():
-        partition = metrics.get("partition-id")
+        partition = metrics.get(PARTITION_ID)
         if partition is not None and 0 <= int(partition) < len(names):
             metrics["site"] = names[int(partition)]
     return summary

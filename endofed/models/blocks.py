@@ -141,7 +141,7 @@ def sincos_position_embedding_3d(grid: tuple[int, int, int], dim: int, temperatu
 
     Channels are ``[sin x | cos x | sin y | cos y | sin z | cos z]``, each ``F = dim // 6`` wide with
     frequencies ``temperature ** (-f / F)``, ``f = 0 .. F - 1``, applied to integer grid coordinates; the last
-    ``dim - 6F`` channels are zero. Rows follow the token order of :mod:`endofed.ssl.patches` (z fastest).
+    ``dim - 6F`` channels are zero. Rows follow the token order of :mod:`endofed.models.patches` (z fastest).
 
     Args:
         grid: ``(gx, gy, gz)`` tokens per axis.

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from endofed.models.blocks import LAYER_NORM_EPS, Block, init_normal, init_weights, sincos_position_embedding_3d
+from endofed.models.patches import visible_indices
 from endofed.models.vit3d import ViT3D
-from endofed.ssl.masking import visible_indices
 
 
 class MaskedAutoencoder3D(nn.Module):

@@ -3,7 +3,7 @@
 Tokens: every modality (channel 0 = T1, 1 = T2) is cut into ``L = gx * gy * gz`` patches and embedded by its
 own linear layer (``patch_embed.<m>``), then the modality-major sequence of ``N = M * L`` tokens gets a fixed
 sin-cos position embedding (same for every modality) plus a learned per-modality embedding. Token order is
-that of :mod:`endofed.ssl.patches`.
+that of :mod:`endofed.models.patches`.
 
 MAE's trick is two calls: :meth:`ViT3D.embed` embeds all tokens, the caller keeps the visible ones
 (:func:`gather_tokens`), and :meth:`ViT3D.forward_tokens` runs the transformer on those alone.
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from endofed.models.blocks import LAYER_NORM_EPS, Block, init_normal, init_weights, sincos_position_embedding_3d
-from endofed.ssl.patches import grid_size, patchify
+from endofed.models.patches import grid_size, patchify
 
 
 def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -123,7 +123,7 @@ class ViT3D(nn.Module):
         """Embed already patchified voxels.
 
         Args:
-            patches: ``(B, N, P)`` from :func:`endofed.ssl.patches.patchify`.
+            patches: ``(B, N, P)`` from :func:`endofed.models.patches.patchify`.
 
         Returns:
             ``(B, N, E)`` tokens with position and modality embeddings.

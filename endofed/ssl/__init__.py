@@ -1,6 +1,8 @@
-"""Self-supervision core: patchify/unpatchify, masking, the reconstruction loss and the pre-training loop.
+"""Self-supervision core: masking, the reconstruction loss, reconstructions and the pre-training loop.
 
-Everything here except ``pretrain`` (which takes a ``device``) and ``preview`` (which writes a PNG) is pure.
-Submodules are imported explicitly (``from endofed.ssl.masking import make_mask``); this package imports
-nothing eagerly, so ``endofed.models`` can depend on ``endofed.ssl.patches`` without an import cycle.
+No file I/O, printing or device choice here: the loop and the prefetcher run on the ``device`` they are given,
+and the reconstruction figure is drawn and written by :mod:`endofed.io.figures`. Patchify/unpatchify and the
+visible-token indices belong to the model (:mod:`endofed.models.patches`): ``ssl`` imports ``models``, never the
+reverse. Submodules are imported explicitly (``from endofed.ssl.masking import make_mask``); this package imports
+nothing eagerly, so :mod:`endofed.ssl.mask_modes` stays importable without torch.
 """

@@ -15,7 +15,7 @@ def normalize_patches(target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Normalise every patch by its own mean and variance.
 
     Args:
-        target: ``(B, N, P)`` voxels per token (from :func:`endofed.ssl.patches.patchify`).
+        target: ``(B, N, P)`` voxels per token (from :func:`endofed.models.patches.patchify`).
         eps: added to the variance before the square root (constant patches become all zero).
 
     Returns:

@@ -1,7 +1,7 @@
 """Token masks for masked image modelling: which tokens the encoder does not see (pure, explicit RNG).
 
 A mask is a ``(B, N)`` bool tensor, ``True`` = hidden (to be reconstructed), in the modality-major token order
-of :mod:`endofed.ssl.patches` (``N = M * L``: ``M`` modalities, ``L`` tokens each). Masks are drawn on the
+of :mod:`endofed.models.patches` (``N = M * L``: ``M`` modalities, ``L`` tokens each). Masks are drawn on the
 device of the ``torch.Generator`` passed in, so a GPU run builds them on the GPU with no host round trip.
 
 Every mode hides exactly ``k = round(ratio * L)`` tokens per modality on average and ``M * k`` per sample
@@ -23,14 +23,17 @@ be visible to the encoder (as all-zero patches, which tells it where the field o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 
 import torch
 import torch.nn.functional as F
 
-from endofed.ssl.patches import grid_size
+from endofed.models.patches import grid_size
+from endofed.ssl.mask_modes import INDEPENDENT, MASK_MODES, MODALITY_DROP, SHARED
 
-MASK_MODES = ("shared", "independent", "modality_drop")
+# (batch B, modalities M, tokens per modality L, ratio, generator, drop_prob) -> (B, M * L) bool, True = hidden
+MaskFunction = Callable[[int, int, int, float, torch.Generator, float], torch.Tensor]
 
 
 def hidden_per_modality(tokens_per_modality: int, ratio: float) -> int:
@@ -166,6 +169,17 @@ def modality_drop_mask(
     return torch.where(drop[:, None], whole, base)
 
 
+# The one table of mask modes: name (endofed.ssl.mask_modes) -> function. Modes without a modality drop ignore
+# drop_prob. A new mode is a function here, its name in mask_modes and a line in this table (docs/extending.md).
+MASK_FUNCTIONS: Mapping[str, MaskFunction] = MappingProxyType(
+    {
+        SHARED: lambda b, m, n, ratio, generator, _drop: shared_mask(b, m, n, ratio, generator),
+        INDEPENDENT: lambda b, m, n, ratio, generator, _drop: independent_mask(b, m, n, ratio, generator),
+        MODALITY_DROP: modality_drop_mask,
+    }
+)
+
+
 def make_mask(
     mode: str,
     batch: int,
@@ -175,10 +189,10 @@ def make_mask(
     generator: torch.Generator,
     drop_prob: float = 0.25,
 ) -> torch.Tensor:
-    """Draw a ``(B, M * L)`` bool mask (True = hidden) in one of :data:`MASK_MODES`.
+    """Draw a ``(B, M * L)`` bool mask (True = hidden) in one of the modes of :data:`MASK_FUNCTIONS`.
 
     Args:
-        mode: ``shared``, ``independent`` or ``modality_drop``.
+        mode: ``shared``, ``independent`` or ``modality_drop`` (:data:`endofed.ssl.mask_modes.MASK_MODES`).
         batch: ``B``.
         num_modalities: ``M``.
         tokens_per_modality: ``L``.
@@ -192,41 +206,10 @@ def make_mask(
     Raises:
         ValueError: for an unknown mode or a bad ratio.
     """
-    if mode == "independent":
-        return independent_mask(batch, num_modalities, tokens_per_modality, ratio, generator)
-    if mode == "shared":
-        return shared_mask(batch, num_modalities, tokens_per_modality, ratio, generator)
-    if mode == "modality_drop":
-        return modality_drop_mask(batch, num_modalities, tokens_per_modality, ratio, generator, drop_prob)
-    raise ValueError(f"mask mode must be one of {MASK_MODES}, got {mode!r}")
-
-
-def visible_indices(mask: torch.Tensor, visible: int | None = None) -> torch.Tensor:
-    """Indices of the visible tokens of every sample, ascending (so modality-major order is kept).
-
-    Args:
-        mask: ``(B, N)`` bool, True = hidden; every row must have the same number of visible tokens.
-        visible: that number, if the caller knows it (:func:`num_visible`). Pass it in training loops:
-            without it the count is read back from the device (a host synchronisation) and checked.
-
-    Returns:
-        ``(B, visible)`` int64 token indices.
-
-    Raises:
-        ValueError: if ``mask`` is not 2-D bool, or (without ``visible``) rows differ in their visible count.
-    """
-    if mask.ndim != 2 or mask.dtype != torch.bool:
-        raise ValueError(f"mask must be a (B, N) bool tensor, got shape {tuple(mask.shape)} and dtype {mask.dtype}")
-    if visible is None:
-        counts = sorted(set((~mask).sum(dim=1).tolist()))
-        if len(counts) != 1:
-            raise ValueError(f"every sample must have the same number of visible tokens, got counts {counts}")
-        visible = int(counts[0])
-    if not 0 < visible <= mask.shape[1]:
-        raise ValueError(f"visible token count must be in [1, {mask.shape[1]}], got {visible!r}")
-    # A stable sort of 0 (visible) before 1 (hidden) keeps the visible tokens in ascending index order.
-    order = torch.argsort(mask.to(torch.int8), dim=1, stable=True)
-    return order[:, :visible]
+    draw = MASK_FUNCTIONS.get(mode)
+    if draw is None:
+        raise ValueError(f"mask mode must be one of {MASK_MODES}, got {mode!r}")
+    return draw(batch, num_modalities, tokens_per_modality, ratio, generator, drop_prob)
 
 
 def patch_validity(valid: torch.Tensor, patch: Sequence[int]) -> torch.Tensor:

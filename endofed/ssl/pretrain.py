@@ -1,8 +1,8 @@
 """The masked-image-modelling pre-training loop at one site (returns metrics, prints nothing).
 
-One optimiser step = ``accumulation_steps`` micro-batches. The learning rate follows :func:`lr_at` over the
-whole budget of ``PretrainConfig.epochs`` epochs, so a federated client that runs ``local_epochs`` per round
-passes ``first_epoch`` and keeps its optimiser (and its state) between rounds. Masks are drawn on ``device``
+One optimiser step = ``accumulation_steps`` micro-batches. The learning rate follows :func:`endofed.optim.lr_at`
+over the whole budget of ``PretrainConfig.epochs`` epochs, so a federated client that runs ``local_epochs`` per
+round passes ``first_epoch`` and keeps its optimiser (and its state) between rounds. Masks are drawn on ``device``
 from a generator seeded by ``(seed, epoch)``: an epoch is reproducible whether it runs alone or in a sequence.
 
 On CUDA: bf16 autocast (master weights stay fp32), fused AdamW, optional ``torch.compile``. On CPU: fp32.
@@ -22,14 +22,14 @@ from torch import nn
 
 from endofed.config import PretrainConfig
 from endofed.models.mae import MaskedAutoencoder3D
+from endofed.models.patches import patchify
+from endofed.optim import epoch_seed, lr_at, param_groups
 from endofed.ssl.loss import masked_patch_mse
 from endofed.ssl.masking import make_mask, num_visible, patch_validity
-from endofed.ssl.patches import patchify
 from endofed.ssl.prefetch import device_batches
 
 LOGGER = logging.getLogger(__name__)
 ADAMW_BETAS = (0.9, 0.95)  # MAE's choice for pre-training
-NO_DECAY_NAMES = ("modality_embed", "mask_token")  # embeddings and tokens, like biases and norms, are not decayed
 
 StepCallback = Callable[[dict[str, float]], None]
 
@@ -44,59 +44,8 @@ class SizedLoader(Protocol):
         """Yield batches with ``image (B, M, X, Y, Z)`` and optionally ``mask`` (same shape, bool)."""
 
 
-def lr_at(step: int, total: int, warmup: int, peak: float, floor: float = 0.0) -> float:
-    """Learning rate at an optimiser step: linear warm-up, then half-cosine decay to ``floor``.
-
-    Warm-up: ``peak * (step + 1) / warmup`` for ``step < warmup`` (the first step is not wasted at 0).
-    Then ``floor + (peak - floor) * (1 + cos(pi * t)) / 2`` with ``t = (step - warmup) / (total - warmup)``,
-    clamped to 1 (steps past ``total`` stay at ``floor``).
-
-    Args:
-        step: 0-based optimiser step.
-        total: total optimiser steps of the schedule.
-        warmup: warm-up steps (0 = none).
-        peak: learning rate at the end of warm-up.
-        floor: final learning rate.
-
-    Returns:
-        The learning rate.
-
-    Raises:
-        ValueError: on a negative step or warm-up, a non-positive total, or ``peak < floor``.
-    """
-    if step < 0 or warmup < 0 or total <= 0:
-        raise ValueError(
-            f"need step >= 0, warmup >= 0 and total > 0, got step={step!r}, warmup={warmup!r}, total={total!r}"
-        )
-    if peak < floor or floor < 0:
-        raise ValueError(f"need 0 <= floor <= peak, got floor={floor!r}, peak={peak!r}")
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
-    """Split trainable parameters into decayed (matrices) and not decayed (biases, norms, embeddings).
-
-    Args:
-        model: the model.
-        weight_decay: decay of the first group.
-
-    Returns:
-        Two AdamW parameter groups.
-    """
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if param.ndim < 2 or name.endswith(NO_DECAY_NAMES) else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def make_optimizer(model: nn.Module, cfg: PretrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups`, fused on CUDA.
+    """AdamW over :func:`endofed.optim.param_groups`, fused on CUDA.
 
     Args:
         model: the model (already on ``device``).
@@ -108,11 +57,6 @@ def make_optimizer(model: nn.Module, cfg: PretrainConfig, device: torch.device) 
     """
     groups = param_groups(model, cfg.weight_decay)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=ADAMW_BETAS, fused=device.type == "cuda")
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """Seed of an epoch's mask generator, derived from the run seed and the epoch index."""
-    return (seed * 1_000_003 + epoch) % (2**63)
 
 
 @dataclass(frozen=True)
@@ -232,7 +176,7 @@ def pretrain_epochs(
         cfg: pre-training config.
         device: where to train.
         seed: run seed (derive it from global seed, site and round); masks of epoch ``e`` use
-            :func:`epoch_seed` ``(seed, e)``.
+            :func:`endofed.optim.epoch_seed` ``(seed, e)``.
         optimizer: keep one across calls (e.g. federated rounds) to keep its state; default a fresh
             :func:`make_optimizer`.
         first_epoch: index of the first epoch in the schedule (learning rate and mask seeds).

@@ -1,4 +1,4 @@
-"""What a pre-trained MAE reconstructs, as plain arrays (pure; drawing is in :mod:`endofed.ssl.preview`).
+"""What a pre-trained MAE reconstructs, as plain arrays (pure; drawing is in :mod:`endofed.io.figures`).
 
 Predictions are in normalised-patch units (:mod:`endofed.ssl.loss`), so they are mapped back to intensities
 with each *true* patch's mean and standard deviation, as MAE's own visualisation does: the preview shows
@@ -14,8 +14,8 @@ import torch
 
 from endofed.config import PretrainConfig
 from endofed.models.mae import MaskedAutoencoder3D
+from endofed.models.patches import patchify, unpatchify
 from endofed.ssl.masking import make_mask, num_visible
-from endofed.ssl.patches import patchify, unpatchify
 
 
 def reconstruction_preview(

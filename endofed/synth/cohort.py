@@ -15,16 +15,13 @@ same on any machine and a subject does not change when others are added.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
-import yaml
 
 from endofed.synth.anatomy import MIMICS, POSITIVE_FINDINGS, F, Scene, build_normal_anatomy
 from endofed.synth.findings import (
@@ -38,6 +35,7 @@ from endofed.synth.findings import (
 )
 from endofed.synth.profile import CohortProfile, SiteProfile, at_scale
 from endofed.synth.render import Acquisition, acquire
+from endofed.synth.site_files import manifest_row, save_nifti, save_subject, write_csv, write_manifest_and_yaml
 from endofed.synth.tissues import sample_tissues
 
 _ADDERS: dict[F, Callable[[Scene, np.random.Generator], dict[str, Any]]] = {
@@ -126,15 +124,6 @@ def render_subject(
     return acquisitions, records
 
 
-def _save(image: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    """Write a NIfTI with scanner-based sform and qform."""
-    nifti = nib.Nifti1Image(image, affine)
-    nifti.set_sform(affine, code=1)
-    nifti.set_qform(affine, code=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nifti, path)
-
-
 def write_site(
     site: SiteProfile,
     site_index: int,
@@ -150,33 +139,17 @@ def write_site(
         rng = np.random.default_rng([seed, site_index, index])
         spec = draw_subject(rng, site.cohort, f"{site.name}-{index + 1:04d}")
         acquisitions, records = render_subject(spec, site, scale, rng)
+        save_subject(root, spec.subject_id, {name: (acq.image, acq.affine) for name, acq in acquisitions.items()})
         for name, acq in acquisitions.items():
-            _save(acq.image, acq.affine, root / "data" / spec.subject_id / f"{name}.nii.gz")
-            _save(acq.findings, acq.affine, root / "truth" / f"{spec.subject_id}_{name}_findings.nii.gz")
-            _save(acq.tissues, acq.affine, root / "truth" / f"{spec.subject_id}_{name}_tissues.nii.gz")
-        label = "" if spec.observed is None else str(spec.observed)
-        manifest_rows.append(
-            [spec.subject_id, f"data/{spec.subject_id}/T1.nii.gz", f"data/{spec.subject_id}/T2.nii.gz", label]
-        )
-        truth_rows.append([spec.subject_id, spec.label, label, json.dumps(records)])
+            save_nifti(acq.findings, acq.affine, root / "truth" / f"{spec.subject_id}_{name}_findings.nii.gz")
+            save_nifti(acq.tissues, acq.affine, root / "truth" / f"{spec.subject_id}_{name}_tissues.nii.gz")
+        row = manifest_row(spec.subject_id, spec.observed)
+        manifest_rows.append(row)
+        truth_rows.append([spec.subject_id, spec.label, row[-1], json.dumps(records)])  # row[-1]: observed label
         if on_subject is not None:
             on_subject(spec)
-    _write_csv(root / "manifest.csv", ["subject_id", "t1", "t2", "label"], manifest_rows)
-    _write_csv(root / "truth" / "subjects.csv", ["subject_id", "label_true", "label_observed", "findings"], truth_rows)
-    site_yaml = out / f"site_{site.name}.yaml"
-    config = {"site_id": site.name, "data_root": f"{site.name}/data", "manifest": f"{site.name}/manifest.csv",
-              "work_dir": f"{site.name}/work", "device": "auto"}  # fmt: skip
-    site_yaml.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    return site_yaml
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    """Write a CSV file with a header."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
+    write_csv(root / "truth" / "subjects.csv", ["subject_id", "label_true", "label_observed", "findings"], truth_rows)
+    return write_manifest_and_yaml(root, out / f"site_{site.name}.yaml", site.name, manifest_rows, device="auto")
 
 
 def generate(

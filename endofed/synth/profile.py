@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from endofed.config import build, read_yaml
+from endofed.config_builder import build, read_yaml
 from endofed.errors import ConfigError
 from endofed.synth.anatomy import AnatomyParams
 

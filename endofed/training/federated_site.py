@@ -7,11 +7,11 @@ SuperNode restart (every message starts a fresh ClientApp process in deployment)
 weights named by the key policy (``endofed.federated.weights``) and scalar metrics go back to the server.
 
 The held-out test patients of the site (``training.cohort``) are never used for training, in either phase.
+Both phases train through :func:`endofed.training.engine.run_stage`, one call per round.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,33 +23,40 @@ import torch
 from torch import nn
 
 from endofed.config import ExperimentConfig, SiteConfig
+from endofed.data.loaders import SiteCases
 from endofed.data.site import CaseResult
 from endofed.federated.arrays import to_numpy
+from endofed.federated.protocol import (
+    CLASSIFIER_STATE,
+    FINETUNE,
+    MAE_STATE,
+    NUM_EXAMPLES,
+    PHASES,
+    PRETRAIN,
+    SITE_STATE_DIR,
+    SUBJECTS_FILE,
+    TRAIN_LOSS,
+    TRAIN_SECONDS,
+)
 from endofed.federated.proximal import global_snapshot, proximal_term
 from endofed.federated.rounds import site_state_to_resume
 from endofed.federated.weights import ENCODER_PREFIX, encoder_state, load_shared, shared_keys
 from endofed.finetune.metrics import binary_metrics
-from endofed.finetune.train import finetune_epochs, label_counts, make_finetune_optimizer, predict
 from endofed.io.checkpoint import load_checkpoint, move_checkpoint, read_metadata, save_checkpoint
-from endofed.io.optim import optimizer_tensors, restore_optimizer
+from endofed.io.jsonl import append_jsonl
+from endofed.io.optim import optimizer_tensors
 from endofed.models import Classifier3D, build_classifier, build_mae
-from endofed.ssl.pretrain import make_optimizer, pretrain_epochs
-from endofed.training.cohort import case_dataset, derive_seed, label_of, load_cohort, make_loader
+from endofed.seeds import derive_seed
+from endofed.training.cohort import load_cohort
 from endofed.training.device import resolve_device
-from endofed.training.records import append_jsonl
-from endofed.training.site_pretrain import PRETRAIN_SPLITS
+from endofed.training.engine import Stage, StageResult, new_classifier, new_mae, predict_cases, run_stage
 
 LOGGER = logging.getLogger(__name__)
-PRETRAIN, FINETUNE = "pretrain", "finetune"
-PHASES = (PRETRAIN, FINETUNE)
-NUM_EXAMPLES_KEY = "num-examples"  # FedAvg weight: number of training volumes (not batches)
-SUBJECTS_FILE = "subjects.jsonl"  # site-local record of the subjects each round trained on
-FINETUNE_SPLITS = ("train", "val")  # labelled development cases; "test" is only evaluated
 LOCAL, OPTIM = "local.", "optim."  # key prefixes in the site-local state file: own weights, optimiser state
 # Site-local state files that keep a content hash. The pre-training state (decoder + AdamW moments of the whole
 # MAE: ~0.8 GB for ViT-B, rewritten every round) goes without one (endofed.io.checkpoint: it never leaves the
 # site); the classifier's keeps it while :meth:`FederatedSite.test_predictions` reads it with the verifying loader.
-HASHED_STATE = ("classifier",)
+HASHED_STATE = (CLASSIFIER_STATE,)
 # The state saved by the round before the latest is kept too (``<name>.previous.safetensors``): when the coordinator
 # crashes after a site finished round k but before it received the reply, the resumed run repeats round k, and the
 # site redoes it from its round k-1 state, exactly as the first time (see endofed.federated.rounds).
@@ -153,7 +160,7 @@ class FederatedSite:
         self.site, self.cfg = site, cfg
         self.cohort = load_cohort(site, cfg, allow_failures)
         self.device = resolve_device(site.device)
-        self.state_dir = site.work_dir / "federation" / run_key
+        self.state_dir = site.work_dir / SITE_STATE_DIR / run_key
 
     # ------------------------------------------------------------------ local state on disk
     def _local_path(self, name: str) -> Path:
@@ -205,15 +212,16 @@ class FederatedSite:
     ) -> tuple[dict[str, torch.Tensor], dict[str, float | int]]:
         """Run one round: load the global encoder, train locally, return the new encoder and metrics."""
         if plan.phase == PRETRAIN:
-            model, history, volumes = self._pretrain(shared, plan)
+            result, volumes = self._pretrain(shared, plan)
         else:
-            model, history, volumes = self._finetune(shared, plan)
+            result, volumes = self._finetune(shared, plan)
+        history = result.history
         metrics: dict[str, float | int] = {
-            NUM_EXAMPLES_KEY: volumes,
-            "train-loss": float(history[-1]["loss"]),
-            "train-seconds": float(sum(h["seconds"] for h in history)),
+            NUM_EXAMPLES: volumes,
+            TRAIN_LOSS: float(history[-1]["loss"]),
+            TRAIN_SECONDS: float(sum(h["seconds"] for h in history)),
         }
-        return encoder_state(model), metrics
+        return encoder_state(result.model), metrics
 
     @staticmethod
     def _regulariser(encoder: nn.Module, mu: float) -> Callable[[], torch.Tensor] | None:
@@ -223,72 +231,61 @@ class FederatedSite:
         snapshot = global_snapshot(encoder)
         return lambda: proximal_term(encoder, snapshot, mu)
 
-    def _pretrain(self, shared: Mapping[str, Any], plan: RoundPlan) -> tuple[nn.Module, list[dict[str, float]], int]:
-        cases = self.cohort.select(PRETRAIN_SPLITS, labelled_only=False)
-        dataset = case_dataset(self.site, cases)
-        sid = self.site.site_id
-        loader = make_loader(
-            dataset,
-            self.cfg.pretrain.batch_size,
-            self.device,
-            derive_seed(self.cfg.seed, sid, "pretrain", plan.server_round),
-        )
-        saved = self._restore("mae", plan.server_round)
+    def _stage(self, phase: str, cases: list[CaseResult], plan: RoundPlan) -> Stage:
+        """This round's place in the phase's schedule (rounds x local epochs), on the site's own cases."""
+        return Stage(
+            phase, [SiteCases(self.site, cases)], self.site.site_id, plan.total_rounds * plan.local_epochs,
+            first_epoch=plan.first_epoch, num_epochs=plan.local_epochs, server_round=plan.server_round,
+        )  # fmt: skip
+
+    def _round(self, model: nn.Module, name: str, phase: str, cases: list[CaseResult], plan: RoundPlan,
+               saved: LocalState | None) -> StageResult:  # fmt: skip
+        """Train one round through the engine, then save the site-local state and the subjects that trained."""
+        result = run_stage(
+            model, self._stage(phase, cases, plan), self.cfg, self.device,
+            optimizer_state=None if saved is None else (saved.optimizer, saved.optimizer_meta),
+            regulariser=self._regulariser(model.encoder, plan.proximal_mu),  # type: ignore[arg-type]
+        )  # fmt: skip
+        self._save(model, result.optimizer, name, plan)
+        self._log_subjects(phase, plan, cases)
+        return result
+
+    def _pretrain(self, shared: Mapping[str, Any], plan: RoundPlan) -> tuple[StageResult, int]:
+        cases = self.cohort.pretrain_cases()
+        saved = self._restore(MAE_STATE, plan.server_round)
         if saved is None:  # first round: the site's seeded decoder init (the random encoder is overwritten)
-            seed = derive_seed(self.cfg.seed, sid, "mae")
-            model = build_mae(self.cfg.model, self.cfg.data.roi_size, generator=torch.Generator().manual_seed(seed))
+            model = new_mae(self.cfg, derive_seed(self.cfg.seed, self.site.site_id, "mae"))
             load_shared(model, shared)
         else:  # no random init at all: the encoder is the server's, the decoder the site's own
             model = build_mae(self.cfg.model, self.cfg.data.roi_size, state=full_state(shared, saved.weights))
-        schedule = dataclasses.replace(self.cfg.pretrain, epochs=plan.total_rounds * plan.local_epochs)
-        optimizer = make_optimizer(model.to(self.device), schedule, self.device)
-        if saved is not None:
-            restore_optimizer(optimizer, saved.optimizer, saved.optimizer_meta)
-        history = pretrain_epochs(
-            model, loader, schedule, self.device, seed=derive_seed(self.cfg.seed, sid, "masks"), optimizer=optimizer,
-            first_epoch=plan.first_epoch, num_epochs=plan.local_epochs,
-            regulariser=self._regulariser(model.encoder, plan.proximal_mu),
-        )  # fmt: skip
-        self._save(model, optimizer, "mae", plan)
-        self._log_subjects(PRETRAIN, plan, cases)
-        return model, history, len(dataset)
+        return self._round(model, MAE_STATE, PRETRAIN, cases, plan, saved), len(cases)
 
-    def _finetune(self, shared: Mapping[str, Any], plan: RoundPlan) -> tuple[Classifier3D, list[dict[str, float]], int]:
-        cases = self.cohort.select(FINETUNE_SPLITS, labelled_only=True)
+    def _finetune(self, shared: Mapping[str, Any], plan: RoundPlan) -> tuple[StageResult, int]:
+        cases = self.cohort.dev_cases()
         if not cases:
             raise ValueError(f"site {self.site.site_id!r} has no labelled development case to fine-tune on")
-        dataset = case_dataset(self.site, cases)
-        sid = self.site.site_id
-        loader = make_loader(
-            dataset,
-            self.cfg.finetune.batch_size,
-            self.device,
-            derive_seed(self.cfg.seed, sid, "finetune", plan.server_round),
-        )
-        saved = self._restore("classifier", plan.server_round)
+        saved = self._restore(CLASSIFIER_STATE, plan.server_round)
         model = self._classifier(shared, None if saved is None else saved.weights)
-        schedule = dataclasses.replace(self.cfg.finetune, epochs=plan.total_rounds * plan.local_epochs)
-        optimizer = make_finetune_optimizer(model.to(self.device), schedule, self.device)
-        if saved is not None:
-            restore_optimizer(optimizer, saved.optimizer, saved.optimizer_meta)
-        counts = label_counts([label_of(r) for r in cases], self.cfg.model.num_classes)
-        history = finetune_epochs(
-            model, loader, schedule, self.device, seed=derive_seed(self.cfg.seed, sid, "augment"), class_counts=counts,
-            optimizer=optimizer, first_epoch=plan.first_epoch, num_epochs=plan.local_epochs,
-            regulariser=self._regulariser(model.encoder, plan.proximal_mu),
-        )  # fmt: skip
-        self._save(model, optimizer, "classifier", plan)
-        self._log_subjects(FINETUNE, plan, cases)
-        return model, history, len(dataset)
+        return self._round(model, CLASSIFIER_STATE, FINETUNE, cases, plan, saved), len(cases)
 
     def _classifier(self, shared: Mapping[str, Any], local: Mapping[str, torch.Tensor] | None = None) -> Classifier3D:
         """A classifier with the shared encoder and the site's saved head (``local``) or its fixed initial head."""
         if local is not None:  # no random init: the encoder is the server's, the head the site's own
             return build_classifier(self.cfg.model, self.cfg.data.roi_size, state=full_state(shared, local))
-        seed = derive_seed(self.cfg.seed, self.site.site_id, "classifier")
-        model = build_classifier(self.cfg.model, self.cfg.data.roi_size, generator=torch.Generator().manual_seed(seed))
+        model = new_classifier(self.cfg, derive_seed(self.cfg.seed, self.site.site_id, "classifier"))
         load_shared(model, shared)
         return model
+
+    def _trained_classifier(self, shared: Mapping[str, Any]) -> Classifier3D:
+        """The global encoder with the head saved by the last federated fine-tuning round (exact key set).
+
+        Without such a round (no fine-tuning state) the site's fixed initial head is used.
+        """
+        path = self._local_path(CLASSIFIER_STATE)
+        if not path.exists():
+            return self._classifier(shared)
+        tensors, meta = load_checkpoint(path)
+        return self._classifier(shared, local_state(tensors, meta).weights)
 
     def test_predictions(self, shared: Mapping[str, Any], local_epochs: int = 0) -> tuple[list[CaseResult], np.ndarray]:
         """The site's labelled held-out test patients and their probabilities under the global encoder + head.
@@ -298,26 +295,19 @@ class FederatedSite:
         federated fine-tuning round is used. Both stay at the site.
         """
         if local_epochs > 0:
-            plan = RoundPlan(FINETUNE, 1, 1, local_epochs)
-            model, _, _ = self._finetune(shared, plan)
+            model = self._finetune(shared, RoundPlan(FINETUNE, 1, 1, local_epochs))[0].model
         else:
-            model = self._classifier(shared)
-            path = self._local_path("classifier")
-            if path.exists():
-                tensors, _ = load_checkpoint(path)
-                model.load_state_dict(
-                    {k.removeprefix("local."): v for k, v in tensors.items() if k.startswith("local.")}, strict=False
-                )
-        test = self.cohort.select(("test",), labelled_only=True)
+            model = self._trained_classifier(shared)
+        test = self.cohort.test_cases()
         if not test:
             raise ValueError(f"site {self.site.site_id!r} has no labelled test patient")
-        loader = make_loader(case_dataset(self.site, test), self.cfg.finetune.batch_size, self.device)
-        return test, predict(model.to(self.device), loader, self.device)
+        probs = predict_cases(model, SiteCases(self.site, test), self.cfg.finetune.batch_size, self.device)  # type: ignore[arg-type]
+        return test, probs
 
     def evaluate(self, shared: Mapping[str, Any], local_epochs: int = 0) -> dict[str, float | int]:
         """Metrics of :meth:`test_predictions` (numbers only: what the server may see)."""
         test, probs = self.test_predictions(shared, local_epochs)
-        labels = np.array([label_of(r) for r in test])
+        labels = np.array(SiteCases(self.site, test).labels)
         metrics: dict[str, float | int] = {k: float(v) for k, v in binary_metrics(labels, probs).items()}
-        metrics[NUM_EXAMPLES_KEY] = len(test)
+        metrics[NUM_EXAMPLES] = len(test)
         return metrics

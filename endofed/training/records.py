@@ -8,61 +8,27 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from endofed.data.check import write_json
 from endofed.errors import EndofedError
+from endofed.io.jsonl import write_json_atomic
 
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.csv"
-PREDICTION_COLUMNS = ("subject_id", "split", "fold", "label", "prob")
+PREDICTION_COLUMNS = ("subject_id", "split", "label", "prob")
 
 
 class ResultsError(EndofedError):
     """A run folder lacks an output file, or its outputs are malformed or do not match another run's."""
 
 
-def json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats replaced by ``None`` and tuples by lists (recursively)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
-class JsonlWriter:
-    """Append one JSON object per line to a file (truncated when the writer is created, unless ``append``)."""
-
-    def __init__(self, path: Path, append: bool = False) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not append or not self.path.exists():
-            self.path.write_text("", encoding="utf-8")
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        """Append ``record`` (non-finite floats become ``null``) and flush it to disk."""
-        append_jsonl(self.path, record)
-
-
-def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
-    """Append one JSON line to ``path`` (created with its folder if missing; non-finite floats become ``null``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
-
-
 def write_results(path: Path, results: Mapping[str, Any]) -> Path:
     """Write ``results.json`` atomically (strict JSON)."""
-    write_json(Path(path), json_safe(results))
-    return Path(path)
+    return write_json_atomic(Path(path), results)
 
 
 def read_results(run_dir: Path) -> dict[str, Any]:
@@ -91,15 +57,13 @@ class Prediction:
 
     Attributes:
         subject_id: site-local patient id.
-        split: ``test`` (held out) or ``dev`` (out-of-fold cross-validation on the development set).
-        fold: the CV fold that held the patient out (``dev``), or ``ensemble`` (``test``: mean over folds).
+        split: ``test`` (the held-out test patients; the only split that is predicted and scored).
         label: the true label (0/1).
         prob: predicted P(class 1).
     """
 
     subject_id: str
     split: str
-    fold: str
     label: int
     prob: float
 
@@ -113,7 +77,7 @@ def write_predictions(path: Path, rows: Sequence[Prediction]) -> Path:
         writer = csv.writer(handle)
         writer.writerow(PREDICTION_COLUMNS)
         for row in rows:
-            writer.writerow([row.subject_id, row.split, row.fold, row.label, repr(float(row.prob))])
+            writer.writerow([row.subject_id, row.split, row.label, repr(float(row.prob))])
     tmp.replace(path)
     return path
 
@@ -126,7 +90,7 @@ def _parse_row(row: Mapping[str, str], where: str) -> Prediction:
         raise ResultsError(f"{where}: label must be 0/1 and prob a number, got {row}") from None
     if label not in (0, 1) or not 0.0 <= prob <= 1.0:
         raise ResultsError(f"{where}: label must be 0/1 and prob in [0, 1], got {label!r} and {prob!r}")
-    return Prediction(row["subject_id"], row["split"], row["fold"], label, prob)
+    return Prediction(row["subject_id"], row["split"], label, prob)
 
 
 def read_predictions(run_dir: Path) -> list[Prediction]:

@@ -1,19 +1,12 @@
 """Single-site fine-tuning and patient-level evaluation, from scratch or from a pre-trained encoder.
 
-Evaluation protocol (the same for both arms, so their predictions are paired patient by patient):
-
-1. The labelled usable cases are split by :func:`endofed.training.cohort.load_cohort` into a held-out
-   **test** split and a **development** set (``train`` + ``val``). Pre-training excluded the same test split,
-   so no image of a test patient has trained any weight of either arm.
-2. The development set is cut into ``finetune.folds`` stratified, patient-level folds. For each fold a model
-   is initialised identically (same head seed; the same encoder weights: fresh or ``init``), fine-tuned for
-   ``finetune.epochs`` on the other folds (fixed schedule, no early stopping, hence no selection on any
-   evaluated patient), and predicts its held-out fold and the test split.
-3. **Primary result** (``test``): the test patients' probability is the mean over the fold models (an
-   ensemble of the models trained on the remaining labelled cases), scored with bootstrap 95% CIs.
-   **Secondary** (``dev_cv``): out-of-fold predictions on the development set. Their labels never trained
-   the model that predicted them, but a pre-trained encoder has seen their images without labels
-   (transductive), so only ``test`` compares the arms without that advantage.
+The evaluation protocol of every endofed result (``endofed finetune``, ``endofed compare``'s arms and the
+federated fine-tuning): the labelled usable cases are split by :func:`endofed.training.cohort.load_cohort` into a
+held-out **test** split and the **development** cases. One classifier is initialised (the same head seed; the
+encoder fresh or from ``init``), fine-tuned on all development cases for ``finetune.epochs`` (a fixed schedule,
+no early stopping, hence no selection on any evaluated patient) and predicts the test patients, which are
+scored with bootstrap 95% CIs. Pre-training excluded the same test split, so no image of a test patient has
+trained any weight of any arm, and two arms' predictions are paired patient by patient.
 
 Outputs in ``out_dir``: ``predictions.csv`` (subject ids: site-local), ``results.json``, ``metrics.jsonl``.
 """
@@ -21,7 +14,7 @@ Outputs in ``out_dir``: ``predictions.csv`` (subject ids: site-local), ``results
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,45 +23,34 @@ import numpy as np
 import torch
 
 from endofed.config import ExperimentConfig, SiteConfig, to_dict
+from endofed.data.loaders import SiteCases
 from endofed.data.site import CaseResult
-from endofed.data.splits import stratified_folds
 from endofed.errors import ConfigError, DataError
-from endofed.finetune.augment import AugmentParams
+from endofed.federated.protocol import FINETUNE
 from endofed.finetune.metrics import bootstrap_all
-from endofed.finetune.train import finetune_epochs, label_counts, make_finetune_optimizer, predict
 from endofed.io.checkpoint import CheckpointError, config_hash, load_checkpoint
+from endofed.io.jsonl import JsonlWriter
 from endofed.models.classifier import Classifier3D
-from endofed.models.factory import build_classifier, load_encoder
-from endofed.training.cohort import (
-    SiteCohort,
-    case_dataset,
-    derive_seed,
-    label_of,
-    load_cohort,
-    make_loader,
-    split_digest,
-)
+from endofed.training.cohort import SiteCohort, load_cohort, split_digest
 from endofed.training.device import resolve_device
+from endofed.training.engine import MetricsCallback, Stage, model_seed, new_classifier, predict_cases, run_stage
 from endofed.training.records import (
     METRICS_FILE,
     PREDICTIONS_FILE,
     RESULTS_FILE,
-    JsonlWriter,
     Prediction,
     write_predictions,
     write_results,
 )
-from endofed.training.site_pretrain import ENCODER_FILE, model_seed
+from endofed.training.site_pretrain import ENCODER_FILE
 
 LOGGER = logging.getLogger(__name__)
 SCRATCH = "scratch"
 ENCODER_FIELDS = ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")
 PROTOCOL = (
-    "held-out test split (excluded from pre-training); test probability = mean of k fold models trained on the "
-    "remaining labelled cases; dev_cv = out-of-fold predictions on those cases (secondary)"
+    "held-out test split (excluded from pre-training); one classifier fine-tuned on all labelled development "
+    "cases for finetune.epochs (fixed schedule, no selection), tested once"
 )
-
-EpochCallback = Callable[[dict[str, float]], None]
 
 
 @dataclass(frozen=True)
@@ -128,72 +110,17 @@ def resolve_init(init: str | Path, cfg: ExperimentConfig, cohort: SiteCohort) ->
 
 def fresh_model(cfg: ExperimentConfig, init: Init) -> Classifier3D:
     """A classifier with the run's fixed initial weights, its encoder replaced by ``init.state`` if any."""
-    model = build_classifier(
-        cfg.model, cfg.data.roi_size, generator=torch.Generator().manual_seed(model_seed(cfg, "classifier"))
-    )
-    if init.state is not None:
-        try:
-            load_encoder(model, init.state)
-        except RuntimeError as exc:
-            detail = " ".join(line.strip() for line in str(exc).strip().splitlines()[:3])
-            raise CheckpointError(f"encoder checkpoint {init.path} does not fit this model: {detail}") from None
-    return model
-
-
-def _fold_predictions(
-    site: SiteConfig,
-    cfg: ExperimentConfig,
-    init: Init,
-    fold: int,
-    train: Sequence[CaseResult],
-    held: Sequence[CaseResult],
-    test: Sequence[CaseResult],
-    writer: JsonlWriter,
-    on_epoch: EpochCallback | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fine-tune one fold model; return its probabilities on the held-out fold and on the test split."""
-    device = resolve_device(site.device)
-    ft = cfg.finetune
-    model = fresh_model(cfg, init)
-    loader = make_loader(case_dataset(site, train), ft.batch_size, device, derive_seed(cfg.seed, site.site_id, fold))
-    counts = label_counts([label_of(r) for r in train], cfg.model.num_classes)
-
-    def record(metrics: dict[str, float]) -> None:
-        writer.write({"fold": fold, **metrics})
-        if on_epoch is not None:
-            on_epoch({"fold": float(fold), **metrics})
-
-    optimizer = make_finetune_optimizer(model.to(device), ft, device)
-    for epoch in range(ft.epochs):
-        (metrics,) = finetune_epochs(
-            model,
-            loader,
-            ft,
-            device,
-            seed=derive_seed(cfg.seed, site.site_id, "augment", fold),
-            class_counts=counts,
-            augment=AugmentParams(spacing=cfg.data.target_spacing),
-            optimizer=optimizer,
-            first_epoch=epoch,
-            num_epochs=1,
-        )
-        record(metrics)
-    held_probs = predict(model, make_loader(case_dataset(site, held), ft.batch_size, device), device)
-    return held_probs, predict(model, make_loader(case_dataset(site, test), ft.batch_size, device), device)
+    try:
+        return new_classifier(cfg, model_seed(cfg, "classifier"), init.state)
+    except RuntimeError as exc:
+        detail = " ".join(line.strip() for line in str(exc).strip().splitlines()[:3])
+        raise CheckpointError(f"encoder checkpoint {init.path} does not fit this model: {detail}") from None
 
 
 def _metric_table(labels: Sequence[int], probs: np.ndarray, cfg: ExperimentConfig) -> dict[str, dict[str, float]]:
     """Every metric with its bootstrap 95% CI, as ``{name: {value, low, high}}``."""
     intervals = bootstrap_all(np.asarray(labels), probs, cfg.finetune.bootstrap, cfg.seed)
     return {name: {"value": v, "low": lo, "high": hi} for name, (v, lo, hi) in intervals.items()}
-
-
-def _development_folds(cohort: SiteCohort, cfg: ExperimentConfig) -> tuple[list[CaseResult], list[list[str]]]:
-    """Labelled development cases and the held-out subject ids of each stratified fold."""
-    dev = cohort.select(("train", "val"), labelled_only=True)
-    labels = {r.case.subject_id: label_of(r) for r in dev}
-    folds = stratified_folds(labels, cfg.finetune.folds, cfg.seed)
-    return dev, [held for _, held in folds]
 
 
 def _check_task(cfg: ExperimentConfig, cohort: SiteCohort, test: Sequence[CaseResult]) -> None:
@@ -213,61 +140,67 @@ def finetune_site(
     cfg: ExperimentConfig,
     init: str | Path,
     out_dir: Path,
-    on_epoch: EpochCallback | None = None,
+    on_epoch: MetricsCallback | None = None,
     allow_failures: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune and evaluate one arm (scratch or pre-trained) with the protocol of this module.
+
+    Both arms of a site share the shuffling, augmentation and head seeds (derived from the site id), so only the
+    encoder's initialisation differs between them.
 
     Args:
         site: the site.
         cfg: experiment config (the same for both arms).
         init: ``"scratch"``, or an ``encoder.safetensors`` (or the folder holding it) from pre-training.
         out_dir: output folder (created).
-        on_epoch: called after each epoch of each fold with its metrics and ``fold``.
+        on_epoch: called after each epoch with its metrics.
         allow_failures: use the usable cases even if some cases failed the data check.
 
     Returns:
-        The results written to ``results.json``: ``test`` and ``dev_cv`` metrics with 95% CIs, case counts,
-        ``init``, ``config_hash`` and the protocol.
+        The results written to ``results.json``: ``test`` metrics with 95% CIs, case counts, ``init``,
+        ``config_hash`` and the protocol.
 
     Raises:
-        DataError: site not ready, no test patient, or too few cases per class for the folds.
+        DataError: site not ready, or no labelled test or development patient.
         CheckpointError: ``init`` is missing, corrupt, or does not fit this config or site.
     """
     cohort = load_cohort(site, cfg, allow_failures)
-    test = cohort.select(("test",), labelled_only=True)
+    test = cohort.test_cases()
     _check_task(cfg, cohort, test)
     chosen = resolve_init(init, cfg, cohort)
-    dev, folds = _development_folds(cohort, cfg)
-    by_id = {r.case.subject_id: r for r in dev}
+    dev = cohort.dev_cases()
+    if not dev:
+        raise DataError(f"site {site.site_id!r} has no labelled development case to fine-tune on", "too_few_cases")
     out_dir = Path(out_dir)
     writer = JsonlWriter(out_dir / METRICS_FILE)
-    rows: list[Prediction] = []
-    test_probs = []
-    for fold, held_ids in enumerate(folds):
-        held = [by_id[s] for s in held_ids]
-        train = [by_id[s] for s in sorted(set(by_id) - set(held_ids))]
-        held_probs, fold_test = _fold_predictions(site, cfg, chosen, fold, train, held, test, writer, on_epoch)
-        rows += [
-            Prediction(r.case.subject_id, "dev", str(fold), label_of(r), float(p))
-            for r, p in zip(held, held_probs, strict=True)
-        ]
-        test_probs.append(fold_test)
-    ensemble = np.mean(np.stack(test_probs), axis=0)
+
+    def record(metrics: dict[str, float]) -> None:
+        writer.write(metrics)
+        if on_epoch is not None:
+            on_epoch(metrics)
+
+    device = resolve_device(site.device)
+    model = fresh_model(cfg, chosen)
+    stage = Stage(FINETUNE, [SiteCases(site, dev)], site.site_id, cfg.finetune.epochs)
+    run_stage(model, stage, cfg, device, on_epoch=record)
+    probs = predict_cases(model, SiteCases(site, test), cfg.finetune.batch_size, device)
     rows = [
-        Prediction(r.case.subject_id, "test", "ensemble", label_of(r), float(p))
-        for r, p in zip(test, ensemble, strict=True)
-    ] + rows
+        Prediction(r.case.subject_id, "test", label, float(p))
+        for r, label, p in zip(test, SiteCases(site, test).labels, probs, strict=True)
+    ]
     write_predictions(out_dir / PREDICTIONS_FILE, rows)
-    results = _summary(cfg, cohort, chosen, rows)
+    results = _summary(cfg, cohort, chosen, rows, len(dev))
     write_results(out_dir / RESULTS_FILE, results)
     return results
 
 
-def _summary(cfg: ExperimentConfig, cohort: SiteCohort, init: Init, rows: Sequence[Prediction]) -> dict[str, Any]:
+def _summary(
+    cfg: ExperimentConfig, cohort: SiteCohort, init: Init, rows: Sequence[Prediction], n_dev: int
+) -> dict[str, Any]:
     """The ``results.json`` content of one arm."""
     cfg_dict = to_dict(cfg)
-    result: dict[str, Any] = {
+    labels = [r.label for r in rows]
+    return {
         "site_id": cohort.site_id,
         "init": init.name,
         "init_checkpoint": None if init.path is None else str(init.path),
@@ -275,15 +208,11 @@ def _summary(cfg: ExperimentConfig, cohort: SiteCohort, init: Init, rows: Sequen
         "config_hash": config_hash(cfg_dict),
         "seed": cfg.seed,
         "bootstrap": cfg.finetune.bootstrap,
-        "folds": cfg.finetune.folds,
         "epochs": cfg.finetune.epochs,
         "protocol": PROTOCOL,
         "test_split_digest": split_digest(cohort.test_ids),
+        "n_dev": n_dev,
+        "n_test": len(rows),
+        "n_test_positive": sum(labels),
+        "test": _metric_table(labels, np.array([r.prob for r in rows]), cfg),
     }
-    for split, key in (("test", "test"), ("dev", "dev_cv")):
-        chosen = [r for r in rows if r.split == split]
-        labels = [r.label for r in chosen]
-        result[f"n_{key}"] = len(chosen)
-        result[f"n_{key}_positive"] = sum(labels)
-        result[key] = _metric_table(labels, np.array([r.prob for r in chosen]), cfg)
-    return result

@@ -13,7 +13,6 @@ Pre-training uses every usable case of the site, labelled or not, **except the h
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,29 +20,24 @@ import torch
 from torch.utils.data import Dataset
 
 from endofed.config import ExperimentConfig, SiteConfig, to_dict
+from endofed.data.loaders import SiteCases, parts_dataset
 from endofed.errors import DataError
+from endofed.federated.protocol import PRETRAIN
 from endofed.io.checkpoint import config_hash, module_state, save_checkpoint
-from endofed.models.factory import build_mae
+from endofed.io.figures import write_reconstruction_preview
+from endofed.io.jsonl import JsonlWriter, json_safe
 from endofed.models.mae import MaskedAutoencoder3D
-from endofed.ssl.pretrain import StepCallback, make_optimizer, pretrain_epochs
-from endofed.ssl.preview import write_reconstruction_preview
+from endofed.seeds import derive_seed
 from endofed.ssl.reconstruction import reconstruct_cases
-from endofed.training.cohort import case_dataset, derive_seed, load_cohort, make_loader, split_digest
+from endofed.training.cohort import load_cohort, split_digest
 from endofed.training.device import resolve_device
-from endofed.training.records import METRICS_FILE, JsonlWriter, json_safe
+from endofed.training.engine import MetricsCallback, Stage, model_seed, new_mae, planned_steps, run_stage
+from endofed.training.records import METRICS_FILE
 
 LOGGER = logging.getLogger(__name__)
 ENCODER_FILE = "encoder.safetensors"
 PREVIEW_FILE = "reconstruction.png"
 PREVIEW_CASES = 2
-PRETRAIN_SPLITS = ("train", "val")  # never "test"
-
-EpochCallback = Callable[[dict[str, float]], None]
-
-
-def model_seed(cfg: ExperimentConfig, purpose: str) -> int:
-    """Seed of a model's initial weights: the same at every site (``purpose``: ``mae`` or ``classifier``)."""
-    return derive_seed(cfg.seed, "init", purpose)
 
 
 def write_pretrain_preview(
@@ -65,8 +59,8 @@ def pretrain_site(
     site: SiteConfig,
     cfg: ExperimentConfig,
     out_dir: Path,
-    on_epoch: EpochCallback | None = None,
-    on_step: StepCallback | None = None,
+    on_epoch: MetricsCallback | None = None,
+    on_step: MetricsCallback | None = None,
     on_start: Callable[[int], None] | None = None,
     allow_failures: bool = False,
 ) -> Path:
@@ -74,7 +68,7 @@ def pretrain_site(
 
     Args:
         site: the site (data, work dir, device).
-        cfg: experiment config (``data``, ``model``, ``pretrain``; ``finetune`` fractions and ``seed`` fix
+        cfg: experiment config (``data``, ``model``, ``pretrain``; ``finetune.test_fraction`` and the seeds fix
             the held-out test split).
         out_dir: output folder (created).
         on_epoch: called with each epoch's metrics (as written to ``metrics.jsonl``).
@@ -90,35 +84,23 @@ def pretrain_site(
     """
     device = resolve_device(site.device)
     cohort = load_cohort(site, cfg, allow_failures)
-    cases = cohort.select(PRETRAIN_SPLITS, labelled_only=False)
+    cases = cohort.pretrain_cases()
     if not cases:
         raise DataError(f"site {site.site_id!r} has no case left for pre-training once the test split is held out")
-    dataset = case_dataset(site, cases)
-    loader = make_loader(dataset, cfg.pretrain.batch_size, device, derive_seed(cfg.seed, site.site_id, "pretrain"))
-    model = build_mae(cfg.model, cfg.data.roi_size, generator=torch.Generator().manual_seed(model_seed(cfg, "mae")))
-    optimizer = make_optimizer(model.to(device), cfg.pretrain, device)
+    stage = Stage(PRETRAIN, [SiteCases(site, cases)], site.site_id, cfg.pretrain.epochs)
     if on_start is not None:
-        on_start(cfg.pretrain.epochs * math.ceil(len(loader) / cfg.pretrain.accumulation_steps))
+        on_start(planned_steps(stage, cfg))
     out_dir = Path(out_dir)
     writer = JsonlWriter(out_dir / METRICS_FILE)
-    history: list[dict[str, float]] = []
-    for epoch in range(cfg.pretrain.epochs):
-        (metrics,) = pretrain_epochs(
-            model,
-            loader,
-            cfg.pretrain,
-            device,
-            seed=derive_seed(cfg.seed, site.site_id, "masks"),
-            optimizer=optimizer,
-            first_epoch=epoch,
-            num_epochs=1,
-            on_step=on_step,
-        )
+
+    def record(metrics: dict[str, float]) -> None:
         writer.write(metrics)
-        history.append(metrics)
         if on_epoch is not None:
             on_epoch(metrics)
-    write_pretrain_preview(model, dataset, cfg, device, out_dir / PREVIEW_FILE)
+
+    model = new_mae(cfg, model_seed(cfg, "mae"))
+    history = run_stage(model, stage, cfg, device, on_epoch=record, on_step=on_step).history
+    write_pretrain_preview(model, parts_dataset(stage.parts), cfg, device, out_dir / PREVIEW_FILE)
     cfg_dict = to_dict(cfg)
     metadata = {
         "kind": "encoder",
@@ -128,10 +110,10 @@ def pretrain_site(
         "preprocessing_digest": cohort.passport["preprocessing_digest"],
         "test_split_digest": split_digest(cohort.test_ids),
         "n_test_excluded": len(cohort.test_ids),
-        "n_volumes": len(dataset),
+        "n_volumes": stage.volumes,
         "epochs": cfg.pretrain.epochs,
         "final_loss": json_safe(history[-1]["loss"]),  # None if training diverged
     }
     path = save_checkpoint(out_dir / ENCODER_FILE, module_state(model, "encoder"), metadata)
-    LOGGER.info("site %s: pre-trained on %d volumes, final loss %.4f", site.site_id, len(dataset), history[-1]["loss"])
+    LOGGER.info("site %s: pre-trained on %d volumes, final loss %.4f", site.site_id, stage.volumes, history[-1]["loss"])
     return path

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from endofed.cli.main import main
-from tests.conftest import write_nifti
+from tests.helpers import write_nifti
 
 TINY = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
 BIN = Path(sys.executable).parent
@@ -140,6 +140,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.integration  # runs the installed endofed-* commands
 def test_installed_entry_points_help_and_usage_errors(tmp_path):
     for command in ("endofed", "endofed-server", "endofed-client", "endofed-sim"):
         assert _run(command, "--help").returncode == 0
@@ -152,6 +153,7 @@ def test_installed_entry_points_help_and_usage_errors(tmp_path):
     assert "Traceback" not in missing.stderr
 
 
+@pytest.mark.integration  # runs the installed endofed-* commands
 def test_convert_cli_refuses_missing_slice_without_traceback(tmp_path):
     from tests.data.test_dicom import write_series
 
@@ -164,6 +166,7 @@ def test_convert_cli_refuses_missing_slice_without_traceback(tmp_path):
     assert result.returncode == 1 and result.stderr.startswith("endofed: error: DICOM folder not found")
 
 
+@pytest.mark.integration  # runs the installed endofed-* commands
 def test_example_then_check_end_to_end(tmp_path):
     result = _run("endofed", "data", "example", "--out", str(tmp_path / "ex"), "--subjects", "3", "--in-plane", "1.5")
     assert result.returncode == 0, result.stderr

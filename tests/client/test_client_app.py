@@ -14,11 +14,11 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from client.app import app as client_app
 from endofed.config import load_config, load_site_config
-from endofed.data.example import write_example_site
 from endofed.errors import ConfigError
 from endofed.federated.weights import encoder_state
 from endofed.models import build_mae
-from tests.training.conftest import OVERRIDES, TINY
+from endofed.synth.example import write_example_site
+from tests.helpers import OVERRIDES, TINY
 
 NODE_ID, RUN_ID = 7, 11
 
@@ -118,8 +118,8 @@ def _bf16_wire(sent: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
 
 
 def test_delta_int8_reply_is_a_quarter_of_fp32_and_passes_the_audit(sites):
-    from endofed.federated.audit import OUTGOING_LOG
     from endofed.federated.bytes import SCALE_SUFFIX, from_transport, state_nbytes
+    from endofed.federated.protocol import OUTGOING_FILE
 
     sent = _global_encoder()
     wire, received = _bf16_wire(sent)
@@ -134,7 +134,7 @@ def test_delta_int8_reply_is_a_quarter_of_fp32_and_passes_the_audit(sites):
     assert state_nbytes(arrays) == state_nbytes(sent) // 4 + 4 * len(sent)
     trained = from_transport(arrays, "delta_int8", received)  # the delta is against the bf16 weights received
     assert any(not np.array_equal(trained[k], received[k]) for k in sent)
-    log = load_site_config(sites[0]).work_dir / "federation" / "delta" / OUTGOING_LOG
+    log = load_site_config(sites[0]).work_dir / "federation" / "delta" / OUTGOING_FILE
     audit = [json.loads(line) for line in log.read_text().splitlines()]
     assert audit[-1]["arrays"] == 2 * len(sent)  # every encoder array and its scale, nothing else
 

@@ -11,9 +11,11 @@ import yaml
 
 from endofed.cli.main import main as endofed_main
 from endofed.config import load_config, load_site_config
-from endofed.data.example import write_example_site
+from endofed.synth.example import write_example_site
 from endofed.training.cohort import load_cohort
-from tests.training.conftest import OVERRIDES, TINY
+from tests.helpers import OVERRIDES, TINY
+
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 ARMS = ("scratch", "local_ssl", "fed_ssl", "fed_ssl_fedprox", "pooled")

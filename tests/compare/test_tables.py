@@ -1,11 +1,28 @@
+import math
+
 import numpy as np
 import pytest
 
-from endofed.compare.local import subsample_labelled
-from endofed.compare.tables import ALL_SITES, CompareError, check_units, gather, summarise
-from endofed.compare.units import UnitResult
+from endofed.compare.tables import (
+    ALL_SITES,
+    ArmPredictions,
+    CompareError,
+    check_units,
+    fmt,
+    format_gain,
+    format_interval,
+    format_metric,
+    format_relative,
+    gather,
+    metric_table,
+    seed_rows,
+    summarise,
+)
+from endofed.compare.units import UnitResult, subsample_labelled
 from endofed.data.manifest import Case
 from endofed.data.site import CaseResult
+from endofed.finetune.bootstrap import seed_bootstrap
+from endofed.finetune.metrics import row_metrics
 
 
 def _rows(probs: dict[str, tuple[int, float]]) -> list[dict]:
@@ -83,3 +100,48 @@ def test_subsample_labelled_is_stratified_seeded_and_keeps_every_class():
     assert sorted(r.case.label for r in tiny) == [0, 1]  # at least one case per class
     with pytest.raises(ValueError, match="fraction"):
         subsample_labelled(cases, 0.0, seed=0)
+
+
+def test_formatters():
+    assert fmt(0.71234) == "0.712" and fmt(-0.05, signed=True) == "-0.050" and fmt(None) == fmt(math.nan) == "n/a"
+    assert format_interval(0.7123, 0.5512, 0.86) == "0.712 [0.551, 0.860]"
+    assert format_interval(0.25, -0.1, 0.6, signed=True) == "+0.250 [-0.100, +0.600]"
+    assert format_interval(0.5, None, math.nan, sd=0.0204) == "0.500 ± 0.020 [n/a, n/a]"
+    assert format_relative(1 / 3) == "+33.3%" and format_relative(-0.25) == "-25.0%"
+    assert format_relative(None) == format_relative(math.nan) == "—"
+    row = {"auc_mean": 0.6, "auc_sd": 0.1, "auc_low": 0.4, "auc_high": 0.8}
+    assert format_metric(row, "auc") == "0.600 [0.400, 0.800]"
+    assert format_metric(row, "auc", with_sd=True) == "0.600 ± 0.100 [0.400, 0.800]"
+    assert format_gain(row) == "—"
+    gain = {"auc_gain": 0.1, "auc_gain_low": -0.05, "auc_gain_high": 0.3, "auc_gain_p": 0.123}
+    assert format_gain(gain) == "+0.100 [-0.050, +0.300], p=0.12"
+
+
+def _arm(arm, probs, site="a"):
+    probs = np.atleast_2d(probs)
+    return ArmPredictions(site, arm, 1.0, list(range(len(probs))), np.array([0, 0, 1, 1]), probs)
+
+
+def test_summarise_by_hand_over_seeds():
+    scratch = _arm("scratch", [[0.6, 0.2, 0.4, 0.8], [0.1, 0.2, 0.7, 0.9]])  # AUC 0.75 and 1.0
+    pooled = _arm("pooled", [[0.1, 0.2, 0.7, 0.9], [0.1, 0.2, 0.7, 0.9]])  # AUC 1.0 twice
+    rows = {r["arm"]: r for r in summarise([scratch, pooled], n_boot=0)}
+    base, other = rows["scratch"], rows["pooled"]
+    assert base["auc_mean"] == pytest.approx(0.875) and base["auc_sd"] == pytest.approx(0.25 / math.sqrt(2))
+    assert math.isnan(base["auc_low"]) and "auc_gain" not in base  # no resamples: no interval
+    # sensitivity at 0.5: seed 0 finds 1 of 2 positives, seed 1 both -> mean 0.75
+    assert base["sensitivity_mean"] == pytest.approx(0.75)
+    assert other["auc_gain"] == pytest.approx(1.0 - 0.875) and math.isnan(other["auc_gain_p"])
+    assert other["auc_relative_gain"] == pytest.approx(0.125 / 0.875)
+    table = metric_table([base, other], ("scratch", "pooled"))
+    assert table[1] == ["AUC", "0.875 [n/a, n/a]", "1.000 [n/a, n/a]"]
+    assert table[-1] == ["AUC relative gain", "—", "+14.3%"]
+
+
+def test_seed_rows_resample_each_seed_with_its_own_seed():
+    scratch = _arm("scratch", [[0.6, 0.2, 0.4, 0.8], [0.1, 0.2, 0.7, 0.9]])
+    rows = seed_rows([scratch], n_boot=20)
+    assert [(r["seed"], r["auc"]) for r in rows] == [(0, 0.75), (1, 1.0)]
+    for seed, row in enumerate(rows):
+        expected = seed_bootstrap(row_metrics, scratch.labels, scratch.probs[seed], 20, seed)["auc"]
+        assert (row["auc"], row["auc_low"], row["auc_high"]) == expected

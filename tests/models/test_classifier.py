@@ -3,8 +3,7 @@ import torch
 
 from endofed.models.classifier import modality_presence
 from endofed.models.factory import build_classifier
-
-from .conftest import ROI
+from tests.helpers import TINY_ROI as ROI
 
 
 @pytest.fixture()

@@ -4,8 +4,7 @@ from torch import nn
 
 from endofed.models.blocks import DropPath
 from endofed.models.factory import build_classifier, build_mae, load_encoder
-
-from .conftest import ROI
+from tests.helpers import TINY_ROI as ROI
 
 
 def test_encoder_keys_identical_between_mae_and_classifier(tiny_cfg):

@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from endofed.models.factory import build_mae
+from endofed.models.patches import patchify
 from endofed.ssl.masking import make_mask, num_visible
-from endofed.ssl.patches import patchify
-
-from .conftest import PATCH, ROI
+from tests.helpers import TINY_PATCH as PATCH
+from tests.helpers import TINY_ROI as ROI
 
 B, M, L = 3, 2, 8
 

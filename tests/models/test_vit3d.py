@@ -6,8 +6,8 @@ from torch import nn
 
 from endofed.models.blocks import DropPath, sincos_position_embedding_3d
 from endofed.models.vit3d import ViT3D, gather_tokens
-
-from .conftest import PATCH, ROI
+from tests.helpers import TINY_PATCH as PATCH
+from tests.helpers import TINY_ROI as ROI
 
 
 def encoder(**kwargs) -> ViT3D:

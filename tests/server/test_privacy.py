@@ -10,7 +10,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from endofed.config import FederationConfig
 from endofed.federated.privacy import PrivacyLedger, epsilon_after
-from endofed.training.records import JsonlWriter
+from endofed.io.jsonl import JsonlWriter
 from server.privacy import PRIVACY_STATE, PrivateRounds, make_private
 from server.strategies import make_strategy
 

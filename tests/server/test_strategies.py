@@ -4,7 +4,10 @@ import pytest
 from flwr.app import MetricRecord, RecordDict
 
 from endofed.config import FederationConfig
+from endofed.federated.strategies import DP_COMPATIBLE, DP_STRATEGIES, STRATEGIES
+from server.privacy import _averages
 from server.strategies import (
+    STRATEGY_CLASSES,
     LoggedFedAdam,
     LoggedFedAvg,
     LoggedFedMedian,
@@ -44,6 +47,31 @@ def test_make_strategy_waits_for_every_site(name, cls):
     assert strategy.fraction_evaluate == 0.0 and strategy.phase == "pretrain"  # type: ignore[attr-defined]
     if name == "fedprox":
         assert strategy.proximal_mu == 0.5  # type: ignore[attr-defined]
+
+
+def test_the_registry_has_a_class_for_exactly_the_configurable_names_and_their_dp_flags_hold():
+    assert tuple(STRATEGY_CLASSES) == STRATEGIES
+    assert DP_STRATEGIES == ("fedavg", "fedprox")
+    for name, cls in STRATEGY_CLASSES.items():
+        assert cls.strategy_name == name
+        strategy = make_strategy(FederationConfig(strategy=name), "pretrain", False, None)
+        assert type(strategy) is cls and strategy.strategy_name == name
+        # DP-compatible <=> the round log hands its kept replies to FedAvg's mean (what the DP release sums)
+        assert _averages(strategy) is DP_COMPATIBLE[name], name
+
+
+def test_the_coordinator_imports_no_training_code():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, server.strategies, server.privacy; "
+        "print(sorted(m for m in sys.modules if m.startswith('endofed.training')))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert done.stdout.strip() == "[]"
 
 
 def test_finetune_phase_can_use_its_own_strategy():
@@ -139,7 +167,7 @@ def test_fedavg_round_of_int8_deltas_by_hand(tmp_path):
     from flwr.supercore.task_identity import TaskIdentity
 
     from endofed.federated.bytes import to_transport
-    from endofed.training.records import JsonlWriter
+    from endofed.io.jsonl import JsonlWriter
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     writer = JsonlWriter(tmp_path / "rounds.jsonl")
@@ -172,7 +200,7 @@ def test_updates_beyond_the_bounds_are_dropped_and_the_round_goes_on(tmp_path):
     from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
 
-    from endofed.training.records import JsonlWriter
+    from endofed.io.jsonl import JsonlWriter
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     writer = JsonlWriter(tmp_path / "rounds.jsonl")
@@ -271,7 +299,7 @@ def test_a_round_below_the_quorum_keeps_the_global_weights_and_says_so(tmp_path)
 
     from flwr.app import ConfigRecord
 
-    from endofed.training.records import JsonlWriter
+    from endofed.io.jsonl import JsonlWriter
 
     _identity()
     fed = FederationConfig(min_sites=3, quorum=2, node_wait_s=1)

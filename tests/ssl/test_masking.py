@@ -3,14 +3,17 @@ import itertools
 import pytest
 import torch
 
+from endofed.models.patches import visible_indices
+from endofed.ssl.mask_modes import MASK_MODES
 from endofed.ssl.masking import (
+    MASK_FUNCTIONS,
     hidden_per_modality,
     independent_mask,
     make_mask,
     modality_drop_mask,
     num_visible,
     patch_validity,
-    visible_indices,
+    shared_mask,
 )
 
 B, M, L = 16, 2, 64
@@ -100,16 +103,25 @@ def test_visible_indices_are_sorted_and_visible():
     assert torch.equal(visible_indices(mask), idx)  # the count read back from the mask agrees
 
 
-def test_visible_indices_hand_checked_and_refuses_ragged_rows():
-    mask = torch.tensor([[True, False, True, False], [False, True, True, False]])
-    assert visible_indices(mask).tolist() == [[1, 3], [0, 3]]
-    with pytest.raises(ValueError, match=r"\[1, 2\]"):
-        visible_indices(torch.tensor([[True, False, True, True], [False, True, True, False]]))
-
-
 def test_patch_validity_marks_patches_with_any_valid_voxel():
     valid = torch.zeros(1, 2, 4, 4, 2, dtype=torch.bool)
     valid[0, 0, 0, 0, 0] = True  # one voxel of T1 patch (0, 0, 0)
     valid[0, 1] = True  # all of T2
     tokens = patch_validity(valid, (2, 2, 2))  # L = 4 per modality
     assert tokens.tolist() == [[True, False, False, False, True, True, True, True]]
+
+
+def test_the_mode_table_has_exactly_the_mode_names():
+    assert tuple(MASK_FUNCTIONS) == MASK_MODES == ("shared", "independent", "modality_drop")
+
+
+@pytest.mark.parametrize(
+    ("mode", "direct"),
+    [
+        ("shared", lambda g: shared_mask(B, M, L, 0.75, g)),
+        ("independent", lambda g: independent_mask(B, M, L, 0.75, g)),
+        ("modality_drop", lambda g: modality_drop_mask(B, M, L, 0.75, g, 0.5)),
+    ],
+)
+def test_make_mask_draws_exactly_what_the_mode_function_draws(mode, direct):
+    assert torch.equal(make_mask(mode, B, M, L, 0.75, gen(4), drop_prob=0.5), direct(gen(4)))

@@ -6,7 +6,8 @@ from torch.utils.data import DataLoader
 
 from endofed.config import ModelConfig, PretrainConfig
 from endofed.models.factory import build_mae
-from endofed.ssl.pretrain import epoch_seed, lr_at, make_optimizer, param_groups, pretrain_epochs
+from endofed.optim import lr_at
+from endofed.ssl.pretrain import make_optimizer, pretrain_epochs
 
 ROI, PATCH = (16, 16, 8), (8, 8, 4)
 CPU = torch.device("cpu")
@@ -33,43 +34,6 @@ def ramp_volumes(n: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
 
 def fresh_mae(seed: int = 0):
     return build_mae(MODEL, ROI, generator=torch.Generator().manual_seed(seed))
-
-
-@pytest.mark.parametrize(
-    ("step", "expected"),
-    [(0, 0.5), (1, 1.0), (2, 1.0), (6, 0.5), (4, 0.5 * (1 + math.cos(math.pi / 4))), (10, 0.0), (12, 0.0)],
-)
-def test_lr_hand_checked(step, expected):
-    # peak 1, warm-up 2 steps (0.5, 1.0), then a half cosine over the remaining 8 steps
-    assert lr_at(step, total=10, warmup=2, peak=1.0) == pytest.approx(expected)
-
-
-def test_lr_floor_and_no_warmup():
-    assert lr_at(0, total=4, warmup=0, peak=2.0, floor=0.5) == pytest.approx(2.0)
-    assert lr_at(2, total=4, warmup=0, peak=2.0, floor=0.5) == pytest.approx(1.25)
-    assert lr_at(4, total=4, warmup=0, peak=2.0, floor=0.5) == pytest.approx(0.5)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [({"step": -1}, "-1"), ({"total": 0}, "total=0"), ({"warmup": -2}, "-2"), ({"floor": 3.0}, "3.0")],
-)
-def test_lr_bad_arguments(kwargs, message):
-    args = {"step": 0, "total": 10, "warmup": 1, "peak": 1.0} | kwargs
-    with pytest.raises(ValueError, match=message):
-        lr_at(**args)
-
-
-def test_param_groups_do_not_decay_biases_norms_and_embeddings():
-    mae = fresh_mae()
-    decay, no_decay = param_groups(mae, 0.05)
-    names = {id(p): n for n, p in mae.named_parameters()}
-    decayed = {names[id(p)] for p in decay["params"]}  # type: ignore[union-attr]
-    kept = {names[id(p)] for p in no_decay["params"]}  # type: ignore[union-attr]
-    assert decayed | kept == set(names.values()) and not decayed & kept
-    assert {"mask_token", "decoder_modality_embed", "encoder.modality_embed", "encoder.norm.weight"} <= kept
-    assert "encoder.blocks.0.attn.qkv.weight" in decayed and "encoder.patch_embed.0.weight" in decayed
-    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
 
 
 def test_loss_decreases_on_structured_data():
@@ -133,10 +97,6 @@ def test_bad_arguments_are_refused():
         pretrain_epochs(fresh_mae(), [], cfg, CPU, seed=0)
     with pytest.raises(ValueError, match="num_epochs=0"):
         pretrain_epochs(fresh_mae(), DataLoader(ramp_volumes(2)), cfg, CPU, seed=0, first_epoch=2)
-
-
-def test_epoch_seeds_differ():
-    assert len({epoch_seed(s, e) for s in range(3) for e in range(3)}) == 9
 
 
 @pytest.mark.gpu

@@ -2,10 +2,10 @@ import numpy as np
 import torch
 
 from endofed.config import ModelConfig, PretrainConfig
+from endofed.io.figures import write_reconstruction_preview
 from endofed.models.factory import build_mae
+from endofed.models.patches import patchify
 from endofed.ssl.loss import normalize_patches
-from endofed.ssl.patches import patchify
-from endofed.ssl.preview import write_reconstruction_preview
 from endofed.ssl.reconstruction import reconstruct_cases, reconstruction_preview
 
 PATCH = (2, 2, 1)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from endofed.cli.main import main
 from endofed.synth.anatomy import POSITIVE_FINDINGS, F
@@ -56,6 +57,7 @@ def test_same_seed_same_voxels_and_other_seed_differs(tmp_path):
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b") != _digest(tmp_path / "c")
 
 
+@pytest.mark.integration  # runs the installed endofed command
 def test_synth_cli_writes_sites_that_pass_data_check(tmp_path, capsys):
     out = tmp_path / "bench"
     assert main(["synth", "--preset", "tiny", "--out", str(out), "--seed", "1"]) == 0

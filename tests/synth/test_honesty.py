@@ -16,7 +16,7 @@ from endofed.synth.honesty import (
     histogram_features,
 )
 from endofed.synth.profile import load_preset
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 N_SUBJECTS = 120  # 40 per demo3 site: small enough for CI, large enough for stable AUCs
 

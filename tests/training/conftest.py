@@ -1,8 +1,7 @@
-"""Fixtures of the site-level training tests: a generated 10-subject site and tiny model settings."""
+"""Fixtures of the site-level training tests: a generated 10-subject site, trained once per module."""
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,42 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from endofed.cli import train_cmd
-from endofed.cli.common import run_command
-from endofed.data.example import write_example_site
-
-TINY = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
-OVERRIDES = (
-    "data.roi_size=[32,32,8]",
-    "data.target_spacing=[4,4,8]",
-    "model.patch_size=[8,8,4]",
-    "model.embed_dim=32",
-    "model.depth=2",
-    "model.num_heads=2",
-    "model.decoder_dim=32",
-    "model.decoder_depth=1",
-    "model.decoder_heads=2",
-    "pretrain.epochs=2",
-    "finetune.epochs=2",
-    "finetune.folds=2",
-    "finetune.bootstrap=50",
-)
-
-
-def config_args(*extra: str) -> list[str]:
-    """``--config tiny.yaml --set ...`` for the tiny test settings plus ``extra`` overrides."""
-    args = ["--config", TINY]
-    for item in (*OVERRIDES, *extra):
-        args += ["--set", item]
-    return args
-
-
-def run_cli(argv: list[str]) -> int:
-    """Run one of the train_cmd commands as ``endofed`` would (one-line errors, exit code)."""
-    parser = argparse.ArgumentParser(prog="endofed")
-    train_cmd.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return run_command(lambda: args.handler(args))
+from endofed.synth.example import write_example_site
+from tests.helpers import config_args, run_cli
 
 
 @pytest.fixture(autouse=True, scope="package")

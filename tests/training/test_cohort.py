@@ -1,8 +1,9 @@
 import pytest
 
 from endofed.config import load_config, load_site_config
-from endofed.training.cohort import derive_seed, load_cohort, split_digest
-from tests.training.conftest import OVERRIDES, TINY
+from endofed.seeds import derive_seed
+from endofed.training.cohort import load_cohort, split_digest
+from tests.helpers import OVERRIDES, TINY
 
 
 def test_derive_seed_is_stable_and_distinct():

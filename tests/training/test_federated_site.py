@@ -10,20 +10,14 @@ import pytest
 import torch
 
 from endofed.config import load_config, load_site_config
-from endofed.data.example import write_example_site
-from endofed.federated.aggregate import weighted_average
+from endofed.federated.protocol import FINETUNE, NUM_EXAMPLES, PRETRAIN, SUBJECTS_FILE
 from endofed.federated.weights import encoder_state
 from endofed.io.checkpoint import load_checkpoint
 from endofed.models import build_mae
-from endofed.training.federated_site import (
-    FINETUNE,
-    NUM_EXAMPLES_KEY,
-    PRETRAIN,
-    SUBJECTS_FILE,
-    FederatedSite,
-    RoundPlan,
-)
-from tests.training.conftest import OVERRIDES, TINY
+from endofed.synth.example import write_example_site
+from endofed.training.federated_site import FederatedSite, RoundPlan
+from tests.helpers import OVERRIDES, TINY
+from tests.reference_aggregate import weighted_average
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +56,10 @@ def test_two_site_federation_pretrain_then_finetune(two_sites, tmp_path):
                 assert set(state) == expected_keys  # encoder only: no decoder, no head
                 assert all(np.isfinite(v.numpy()).all() for v in state.values())
                 selected = site.cohort.select(("train", "val"), labelled_only=phase == FINETUNE)
-                assert metrics[NUM_EXAMPLES_KEY] == len(selected)  # volumes, not batches
+                assert metrics[NUM_EXAMPLES] == len(selected)  # volumes, not batches
             global_state = weighted_average(
                 [{k: v.numpy() for k, v in s.items()} for s, _ in replies],
-                [m[NUM_EXAMPLES_KEY] for _, m in replies],
+                [m[NUM_EXAMPLES] for _, m in replies],
             )
     # The decoder and head stayed at the sites, on disk.
     tensors, meta = load_checkpoint(sites[0].state_dir / "mae.safetensors", verify_hash=False)  # site-local: no hash
@@ -78,7 +72,7 @@ def test_two_site_federation_pretrain_then_finetune(two_sites, tmp_path):
     # A restarted site (new process) finds its local state again and evaluates on its test patients.
     restarted = FederatedSite(load_site_config(two_sites[0]), cfg, "run1")
     metrics = restarted.evaluate(global_state)
-    assert metrics[NUM_EXAMPLES_KEY] == len(restarted.cohort.select(("test",), labelled_only=True))
+    assert metrics[NUM_EXAMPLES] == len(restarted.cohort.select(("test",), labelled_only=True))
     assert 0.0 <= metrics["auc"] <= 1.0 or np.isnan(metrics["auc"])
     local = restarted.evaluate(global_state, local_epochs=1)
     assert set(local) == set(metrics)

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from endofed.config import load_config, load_site_config
+from endofed.federated.protocol import PRETRAIN
 from endofed.federated.weights import encoder_state, load_shared
 from endofed.models import build_mae
-from endofed.training.cohort import derive_seed
-from endofed.training.federated_site import PRETRAIN, FederatedSite, RoundPlan, full_state, local_state
-from tests.training.conftest import OVERRIDES, TINY
+from endofed.seeds import derive_seed
+from endofed.training.federated_site import FederatedSite, RoundPlan, full_state, local_state
+from tests.helpers import OVERRIDES, TINY
 
 
 def test_full_state_by_hand():

@@ -12,11 +12,11 @@ from endofed.data.splits import assign_splits
 from endofed.errors import DataError
 from endofed.io.checkpoint import CheckpointError, config_hash, load_checkpoint, save_checkpoint
 from endofed.models.factory import build_encoder
-from endofed.training import site_pretrain
+from endofed.training import engine
 from endofed.training.cohort import load_cohort
 from endofed.training.site_finetune import Init, fresh_model, resolve_init
 from endofed.training.site_pretrain import pretrain_site
-from tests.training.conftest import OVERRIDES, TINY, config_args, run_cli
+from tests.helpers import OVERRIDES, TINY, config_args, run_cli
 
 LABELS = {"sub-001": 0, "sub-002": 1, "sub-003": 0, "sub-004": 1, "sub-005": 0}
 LABELS |= {"sub-006": None, "sub-007": 0, "sub-008": 1, "sub-009": 0, "sub-010": 1}
@@ -28,7 +28,7 @@ def tiny_cfg(*extra: str):
 
 def expected_test_ids(cfg) -> set[str]:
     """The held-out test split, computed from the manifest labels alone (independently of the pipeline)."""
-    splits = assign_splits(LABELS, cfg.finetune.test_fraction, cfg.finetune.val_fraction, cfg.seed)
+    splits = assign_splits(LABELS, cfg.finetune.test_fraction, cfg.seed)
     return {s for s, split in splits.items() if split == "test"}
 
 
@@ -40,13 +40,13 @@ def test_manifest_labels_are_what_the_tests_assume(training_site):
 
 def test_pretraining_excludes_the_test_subjects(training_site, tmp_path, monkeypatch):
     seen: list[str] = []
-    original = site_pretrain.case_dataset
+    original = engine.parts_dataset
 
-    def spy(site, cases):
-        seen.extend(r.case.subject_id for r in cases)
-        return original(site, cases)
+    def spy(parts):
+        seen.extend(r.case.subject_id for p in parts for r in p.cases)
+        return original(parts)
 
-    monkeypatch.setattr(site_pretrain, "case_dataset", spy)
+    monkeypatch.setattr(engine, "parts_dataset", spy)  # what the engine trains on
     cfg = tiny_cfg("pretrain.epochs=1")
     test_ids = expected_test_ids(cfg)
     assert len(test_ids) == 2
@@ -85,16 +85,13 @@ def test_finetune_both_arms_on_the_same_patients(trained_site):
     test_ids = expected_test_ids(cfg)
     for arm in ("scratch", "pretrained"):
         rows = read_predictions(work / f"finetune-{arm}")
-        assert {r["subject_id"] for r in rows if r["split"] == "test"} == test_ids
-        dev = [r for r in rows if r["split"] == "dev"]
-        assert {r["subject_id"] for r in dev} == {s for s, y in LABELS.items() if y is not None} - test_ids
-        assert {r["fold"] for r in dev} == {"0", "1"}
+        assert {r["subject_id"] for r in rows} == test_ids and {r["split"] for r in rows} == {"test"}
         results = json.loads((work / f"finetune-{arm}" / "results.json").read_text())
-        assert results["init"] == arm and results["n_test"] == 2 and results["n_dev_cv"] == 7
+        assert results["init"] == arm and results["n_test"] == 2 and results["n_dev"] == 7
         assert results["config_hash"] == config_hash(to_dict(cfg))
         assert set(results["test"]) == {"auc", "balanced_accuracy", "sensitivity", "specificity", "f1", "ece"}
         lines = (work / f"finetune-{arm}" / "metrics.jsonl").read_text().splitlines()
-        assert len(lines) == cfg.finetune.folds * cfg.finetune.epochs
+        assert len(lines) == cfg.finetune.epochs  # one model, trained on every development case
 
 
 def test_evaluate_prints_the_comparison(trained_site, capsys):
@@ -107,7 +104,7 @@ def test_evaluate_prints_the_comparison(trained_site, capsys):
         assert text in err, text
 
 
-def test_fold_models_start_identically_from_the_checkpoint(trained_site):
+def test_both_arms_start_identically_but_for_the_encoder(trained_site):
     cfg = tiny_cfg()
     cohort = load_cohort(load_site_config(trained_site), cfg)
     init = resolve_init(trained_site.parent / "work" / "pretrain", cfg, cohort)

@@ -1,4 +1,8 @@
-"""Server-side aggregation of site states: weighted average, coordinate-wise trimmed mean, FedAdam step.
+"""Reference aggregation for the tests: weighted average, coordinate-wise trimmed mean, FedAdam step.
+
+The coordinator aggregates with Flower's own strategies (``server/strategies.py`` subclasses FedAvg, FedAdam,
+FedTrimmedAvg, ...); these hand-checked functions are what the tests (and ``benchmarks/transport_effect.py``, a
+federation without Flower) hold those results against. They are not part of the installed library.
 
 All functions are pure: they take state dicts (numpy arrays or tensors), validate them, compute in float64
 and return new numpy dicts in the inputs' floating dtype. Inputs are never modified.

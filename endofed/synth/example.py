@@ -1,24 +1,23 @@
-"""A minimal geometric T1/T2 example site, for the data-layer demo and tests.
+"""A minimal geometric T1/T2 example site (``endofed data example``), for the data-layer demo and tests.
 
-This is *not* the benchmark (that is ``endofed synth``, a physics-based pelvis phantom). It renders a few
+This is *not* the benchmark (that is :mod:`endofed.synth.cohort`, a physics-based pelvis phantom). It renders a few
 ellipsoids with fixed T1/T2 grey levels so that the data layer can be exercised on files with the
 properties of real pelvic MRI: int16 scanner units, T2 and T1 of one exam on different grids, orientations
 (LAS, PSR, LSP, RAS), resolutions and fields of view, thick slices, noise. Positives carry a small
-"endometrioma" (T1 bright, T2 dark); some negatives carry a simple cyst (T1 dark, T2 bright).
+"endometrioma" (T1 bright, T2 dark); some negatives carry a simple cyst (T1 dark, T2 bright). The site folder
+is written by :mod:`endofed.synth.site_files`, like a synthetic cohort's.
 """
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
-import yaml
 
 from endofed.data.geometry import make_affine
+from endofed.synth.site_files import manifest_row, save_subject, write_manifest_and_yaml
 
 T2_ORIENTATIONS = ("LAS", "PSR", "LSP", "RAS")
 # T1 protocols: (orientation, spacing mm, FOV mm); 3D GRE-like axial and coronal acquisitions.
@@ -85,18 +84,14 @@ def _acquire(
     fov_mm: tuple[float, float, float],
     centre: np.ndarray,
     rng: np.random.Generator,
-) -> nib.Nifti1Image:
-    """Render one int16 image as a scanner would store it (noise, arbitrary scaling)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render one int16 image as a scanner would store it (noise, arbitrary scaling); returns it and its affine."""
     nx, ny, nz = (max(2, round(f / s)) for f, s in zip(fov_mm, spacing, strict=True))
     shape = (nx, ny, nz)
     affine = make_affine(code, spacing, shape, tuple(centre))
     clean = render(blobs, affine, shape, modality)
     noisy = np.abs(clean + rng.normal(0, 25, shape) + 1j * rng.normal(0, 25, shape))  # Rician magnitude
-    scaled = np.clip(noisy * rng.uniform(0.8, 2.5), 0, 32767).astype(np.int16)
-    image = nib.Nifti1Image(scaled, affine)
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    return image
+    return np.clip(noisy * rng.uniform(0.8, 2.5), 0, 32767).astype(np.int16), affine
 
 
 def write_example_site(
@@ -135,22 +130,6 @@ def write_example_site(
         t1_centre = centre + rng.uniform(-15, 15, 3)
         t1_code, t1_spacing, t1_fov = T1_PROTOCOLS[index % len(T1_PROTOCOLS)]
         t1 = _acquire(blobs, "t1", t1_code, t1_spacing, t1_fov, t1_centre, rng)
-        folder = out_dir / "data" / subject
-        folder.mkdir(parents=True, exist_ok=True)
-        nib.save(t2, folder / "T2.nii.gz")
-        nib.save(t1, folder / "T1.nii.gz")
-        label = str(int(positive)) if rng.random() < labelled_fraction else ""
-        rows.append([subject, f"data/{subject}/T1.nii.gz", f"data/{subject}/T2.nii.gz", label])
-    with (out_dir / "manifest.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["subject_id", "t1", "t2", "label"])
-        writer.writerows(rows)
-    site = {
-        "site_id": site_id,
-        "data_root": "data",
-        "manifest": "manifest.csv",
-        "work_dir": "work",
-        "device": "cpu",
-    }
-    (out_dir / "site.yaml").write_text(yaml.safe_dump(site, sort_keys=False), encoding="utf-8")
-    return out_dir / "site.yaml"
+        save_subject(out_dir, subject, {"T2": t2, "T1": t1})
+        rows.append(manifest_row(subject, int(positive) if rng.random() < labelled_fraction else None))
+    return write_manifest_and_yaml(out_dir, out_dir / "site.yaml", site_id, rows, device="cpu")

@@ -1,9 +1,12 @@
-"""Cut volumes into non-overlapping 3D patches (tokens) and paste them back.
+"""Cut volumes into non-overlapping 3D patches (tokens), paste them back, and pick the visible tokens.
 
 Token order (shared with the encoder, the masks and the loss) is **modality-major**: token
 ``n = c * L + l`` is patch ``l`` of channel (modality) ``c``, where ``L = gx * gy * gz`` and ``l`` runs over
 the patch grid in C order (z fastest): ``l = (ix * gy + iy) * gz + iz``. Inside a patch, the ``P = px * py * pz``
 voxels are in C order as well (z fastest). Patches may be anisotropic, e.g. 16 x 16 x 4.
+
+These helpers belong to the model (as ``patchify``/``unpatchify`` do in MAE's ``models_mae.py``): the encoder
+and the decoder use them, and :mod:`endofed.ssl` imports them from here, never the reverse.
 """
 
 from __future__ import annotations
@@ -87,3 +90,31 @@ def unpatchify(tokens: torch.Tensor, patch: Sequence[int], spatial: Sequence[int
     x = tokens.reshape(b, c, gx, gy, gz, px, py, pz)
     x = x.permute(0, 1, 2, 5, 3, 6, 4, 7)  # (B, C, gx, px, gy, py, gz, pz)
     return x.reshape(b, c, gx * px, gy * py, gz * pz)
+
+
+def visible_indices(mask: torch.Tensor, visible: int | None = None) -> torch.Tensor:
+    """Indices of the visible tokens of every sample, ascending (so modality-major order is kept).
+
+    Args:
+        mask: ``(B, N)`` bool, True = hidden; every row must have the same number of visible tokens.
+        visible: that number, if the caller knows it (:func:`endofed.ssl.masking.num_visible`). Pass it in
+            training loops: without it the count is read back from the device (a host synchronisation) and checked.
+
+    Returns:
+        ``(B, visible)`` int64 token indices.
+
+    Raises:
+        ValueError: if ``mask`` is not 2-D bool, or (without ``visible``) rows differ in their visible count.
+    """
+    if mask.ndim != 2 or mask.dtype != torch.bool:
+        raise ValueError(f"mask must be a (B, N) bool tensor, got shape {tuple(mask.shape)} and dtype {mask.dtype}")
+    if visible is None:
+        counts = sorted(set((~mask).sum(dim=1).tolist()))
+        if len(counts) != 1:
+            raise ValueError(f"every sample must have the same number of visible tokens, got counts {counts}")
+        visible = int(counts[0])
+    if not 0 < visible <= mask.shape[1]:
+        raise ValueError(f"visible token count must be in [1, {mask.shape[1]}], got {visible!r}")
+    # A stable sort of 0 (visible) before 1 (hidden) keeps the visible tokens in ascending index order.
+    order = torch.argsort(mask.to(torch.int8), dim=1, stable=True)
+    return order[:, :visible]

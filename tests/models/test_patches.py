@@ -3,7 +3,7 @@ import itertools
 import pytest
 import torch
 
-from endofed.ssl.patches import grid_size, patchify, unpatchify
+from endofed.models.patches import grid_size, patchify, unpatchify, visible_indices
 
 
 def test_hand_checked_patches_along_z():
@@ -66,3 +66,13 @@ def test_bad_shapes_are_refused():
         unpatchify(torch.zeros(1, 7, 8), (2, 2, 2), (4, 4, 4))
     with pytest.raises(ValueError, match=r"\(0, 2, 2\)"):
         grid_size((4, 4, 4), (0, 2, 2))
+
+
+def test_visible_indices_hand_checked_and_refuses_ragged_rows():
+    mask = torch.tensor([[True, False, True, False], [False, True, True, False]])
+    assert visible_indices(mask).tolist() == [[1, 3], [0, 3]]
+    assert visible_indices(mask, 2).tolist() == [[1, 3], [0, 3]]
+    with pytest.raises(ValueError, match=r"\[1, 2\]"):
+        visible_indices(torch.tensor([[True, False, True, True], [False, True, True, False]]))
+    with pytest.raises(ValueError, match="bool"):
+        visible_indices(torch.zeros(2, 4, dtype=torch.int64))

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ import torch
 import yaml
 
 from endofed.config import TRANSPORTS, load_config
-from endofed.federated.runconfig import CONFIG_OVERRIDES, CONFIG_PATH, ECHO, NODE_SITE_CONFIG, OUTPUT_DIR
+from endofed.federated.runconfig import CONFIG_OVERRIDES, CONFIG_PATH, NODE_SITE_CONFIG, OUTPUT_DIR
 from endofed.launch.flwr import env_path_with_venv, flower_binary, flwr_run, last_run_status, write_connection
 from endofed.launch.processes import Child, flower_env, free_port, wait_for_port
 from endofed.models import build_mae
@@ -39,6 +40,10 @@ from endofed.synth.cohort import generate
 from endofed.synth.profile import load_preset
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the instrumented app (echo baseline) lives with the tests, outside the bundle
+from tests.instrumented import build_instrumented_app  # noqa: E402
+from tests.instrumented_client import ECHO  # noqa: E402
+
 CONNECTION = "bench"
 RUN_WAIT_S = 3600.0  # `flwr run --stream` can return before the run ends (its log stream drops); then we poll
 
@@ -71,7 +76,7 @@ def run_once(root: Path, site_yamls: list[Path], run_config: dict[str, Any]) -> 
                        "--node-config", f'{NODE_SITE_CONFIG}="{site_yaml}"', "--port", str(free_port())]  # fmt: skip
             nodes.append(Child(f"SuperNode {index}", command, out / f"supernode{index}.log", env))
         started = time.perf_counter()
-        flwr_run(ROOT, CONNECTION, run_config, env)
+        flwr_run(build_instrumented_app(out / "app"), CONNECTION, run_config, env)  # has the echo baseline
         run_id, status = last_run_status(CONNECTION, env)
         while not status.startswith("finished") and time.perf_counter() - started < RUN_WAIT_S:
             time.sleep(5.0)

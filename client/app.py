@@ -14,39 +14,31 @@ from pathlib import Path
 
 import numpy as np
 import torch  # ArrayRecord's torch conversions need torch imported in this process
-from flwr.app import Array, ArrayRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
 from endofed.config import load_site_config
 from endofed.federated.audit import append_audit, audit_outgoing
-from endofed.federated.bytes import from_transport, link_modes, payload_shapes, to_transport, zero_delta
-from endofed.federated.faults import NODE_CONFIG_KEY, corrupt, parse_fault_plan
+from endofed.federated.bytes import from_transport, link_modes, payload_shapes, to_transport
 from endofed.federated.protocol import (
     ARRAYS,
     CONFIG,
     DEFAULT_TRANSPORT,
     LOCAL_EPOCHS,
     METRICS,
-    NUM_EXAMPLES,
     PARTITION_ID,
     PHASE,
-    PRETRAIN,
     PROXIMAL_MU,
     SERVER_ROUND,
     TOTAL_ROUNDS,
     TRANSPORT,
 )
-from endofed.federated.runconfig import ECHO, RUN_KEY, experiment_config, site_config_path
+from endofed.federated.runconfig import RUN_KEY, experiment_config, site_config_path
 from endofed.training.federated_site import FederatedSite, RoundPlan
 
 APP_DIR = Path(__file__).resolve().parents[1]
 _SITES: dict[tuple[str, str], FederatedSite] = {}  # simulation reuses processes: keep the loaded cohort
-
-
-def _echo(context: Context) -> bool:
-    """Benchmark baseline mode: reply with as many bytes as received, no training (Flower's own cost per round)."""
-    return bool(context.run_config.get(ECHO, False))
 
 
 def process_age_s() -> float:
@@ -65,11 +57,11 @@ def outgoing_audit(msg: Message, context: Context, call_next: ClientAppCallable)
     The reply may hold the arrays it received (same keys and shapes: the shared encoder) and numbers only.
     """
     reply = call_next(msg, context)
-    if reply.has_error() or _echo(context):
+    if reply.has_error():
         return reply
     site = _site(context)
     received = {k: tuple(v.shape) for record in msg.content.array_records.values() for k, v in record.items()}
-    allowed = payload_shapes(received, _reply_mode(msg))  # the received encoder, in the reply's wire format
+    allowed = payload_shapes(received, reply_mode(msg))  # the received encoder, in the reply's wire format
     content = reply.content
     arrays = {k: tuple(v.shape) for record in content.array_records.values() for k, v in record.items()}
     metrics = {k: v for record in content.metric_records.values() for k, v in record.items()}
@@ -81,29 +73,7 @@ def outgoing_audit(msg: Message, context: Context, call_next: ClientAppCallable)
     return reply
 
 
-def injected_fault(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """Mod for testing the coordinator: spoil this site's own training reply when its node config asks for it.
-
-    Active only with ``--node-config 'inject-fault="nan@2,norm@3"'`` on this SuperNode (see
-    :mod:`endofed.federated.faults`); it acts after the outgoing audit, as a hostile site would.
-    """
-    reply = call_next(msg, context)
-    plan_text = str(context.node_config.get(NODE_CONFIG_KEY, ""))
-    if not plan_text or reply.has_error() or msg.metadata.message_type != MessageType.TRAIN:
-        return reply
-    config = msg.content[CONFIG]
-    fault = parse_fault_plan(plan_text).get(int(config[SERVER_ROUND])) if config.get(PHASE) == PRETRAIN else None
-    if fault is None:
-        return reply
-    metrics = reply.content[METRICS]
-    honest = {k: v.numpy() for k, v in reply.content[ARRAYS].items()}
-    arrays, claimed = corrupt(honest, int(metrics[NUM_EXAMPLES]), fault)
-    reply.content[ARRAYS] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
-    metrics[NUM_EXAMPLES] = claimed
-    return reply
-
-
-app = ClientApp(mods=[injected_fault, outgoing_audit])  # the first mod is the outermost: it sees the final reply
+app = ClientApp(mods=[outgoing_audit])
 
 
 def _site(context: Context) -> FederatedSite:
@@ -127,7 +97,7 @@ def _transport(msg: Message) -> str:
     return str(msg.content[CONFIG].get(TRANSPORT, DEFAULT_TRANSPORT))
 
 
-def _reply_mode(msg: Message) -> str:
+def reply_mode(msg: Message) -> str:
     """The codec of this site's reply (``delta_int8``: a delta against the received weights)."""
     return link_modes(_transport(msg))[1]
 
@@ -144,29 +114,10 @@ def _reply_arrays(state: Mapping[str, torch.Tensor], mode: str, received: Mappin
     return ArrayRecord({k: Array(v) for k, v in to_transport(state, mode, received).items()})
 
 
-def _echo_reply(msg: Message) -> ArrayRecord:
-    """The echo baseline's reply: as many bytes as a real reply, in the reply's codec, and no training.
-
-    Flower stores arrays by content hash and does not push an object the SuperLink already holds, so sending
-    the received arrays back unchanged would move almost nothing up. Each array is rolled by one element
-    instead (same bytes, new content). A delta reply carries the low byte of every received value with scale 0:
-    as many bytes as a real delta, decoding to exactly the weights sent.
-    """
-    received = {k: v.numpy() for k, v in msg.content[ARRAYS].items()}
-    if _reply_mode(msg) != "delta_int8":
-        return ArrayRecord({k: Array(np.roll(v, 1)) for k, v in received.items()})
-    payload = zero_delta({k: v.shape for k, v in received.items()})
-    payload |= {k: v.astype(np.int8) for k, v in received.items()}  # wraps to the low byte; scale 0 ignores it
-    return ArrayRecord({k: Array(v) for k, v in payload.items()})
-
-
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """One local round on the received encoder; metrics include where the time went (``t-*`` seconds)."""
     started, startup = time.perf_counter(), process_age_s()
-    if _echo(context):
-        metrics: dict[str, float | int] = {NUM_EXAMPLES: 1}
-        return Message(RecordDict({ARRAYS: _echo_reply(msg), METRICS: MetricRecord(metrics)}), reply_to=msg)
     config = msg.content[CONFIG]
     plan = RoundPlan(
         phase=str(config[PHASE]),
@@ -197,8 +148,6 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Test-split metrics of the received encoder with this site's head (optionally fine-tuned locally first)."""
-    if _echo(context):
-        return Message(RecordDict({METRICS: MetricRecord({NUM_EXAMPLES: 1})}), reply_to=msg)
     config = msg.content[CONFIG]
     local_epochs = int(config.get(LOCAL_EPOCHS, 0))
     shared, _ = _received(msg)

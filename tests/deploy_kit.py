@@ -63,11 +63,13 @@ class Federation:
     server_yaml: Path
 
 
-def make_federation(root: Path, site_ids: Sequence[str], overrides: Sequence[str] = (), seed: int = 2) -> Federation:
+def make_federation(
+    root: Path, site_ids: Sequence[str], overrides: Sequence[str] = (), seed: int = 2, app_dir: Path = ROOT
+) -> Federation:
     """Tiny synthetic sites (the ``tiny`` preset's first site cloned as needed), credentials, site and server YAMLs.
 
     Site ``k`` of ``site_ids`` gets the tiny preset's profile ``k % 2`` renamed; every site and the server use a
-    fresh port on 127.0.0.1.
+    fresh port on 127.0.0.1. ``app_dir`` is the Flower app the server ships (default: this repository's).
     """
     create_credentials(root / "certs", hosts=["127.0.0.1", "localhost"], site_ids=[*site_ids, "rogue"])
     preset = load_preset("tiny")
@@ -84,7 +86,7 @@ def make_federation(root: Path, site_ids: Sequence[str], overrides: Sequence[str
     server = {"port": port, "ca_certificate": "certs/ca.crt", "server_certificate": "certs/server.pem",
               "server_key": "certs/server.key", "site_public_keys": [f"certs/keys/{n}.pub" for n in site_ids],
               "experiment": TINY, "overrides": [*OVERRIDES, *overrides], "output_dir": "out",
-              "app_dir": str(ROOT)}  # fmt: skip
+              "app_dir": str(app_dir)}  # fmt: skip
     server_yaml = root / "server.yaml"
     server_yaml.write_text(yaml.safe_dump(server))
     return Federation(root, port, sites, server_yaml)

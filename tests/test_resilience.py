@@ -39,6 +39,7 @@ from tests.deploy_kit import (
     tail,
     wait_for,
 )
+from tests.instrumented import build_instrumented_app
 
 pytestmark = pytest.mark.integration
 
@@ -235,7 +236,9 @@ REASONS = {"nan": "NaN or Inf", "keys": "keys differ", "shape": "has shape", "dt
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory: pytest.TempPathFactory) -> Federation:
-    return make_federation(tmp_path_factory.mktemp("hostile"), ["alpha", "beta", "gamma"], HOSTILE_RUN)
+    root = tmp_path_factory.mktemp("hostile")
+    app_dir = build_instrumented_app(root / "app")  # the shipped ClientApp cannot inject faults
+    return make_federation(root, ["alpha", "beta", "gamma"], HOSTILE_RUN, app_dir=app_dir)
 
 
 @pytest.mark.slow

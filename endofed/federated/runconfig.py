@@ -18,7 +18,6 @@ CONFIG_PATH = "config-path"  # experiment YAML, relative to the app directory (o
 CONFIG_OVERRIDES = "config-overrides"  # ';'-separated section.key=value overrides
 SITE_CONFIGS = "site-configs"  # simulation: os.pathsep-separated site YAMLs, site k = partition k
 OUTPUT_DIR = "output-dir"  # server: where checkpoints and the round log go ('' = runs/federation/run-<id>)
-ECHO = "echo"  # benchmark baseline: sites reply with as many bytes as they received (no data, no training)
 RUN_KEY = "run-key"  # names the sites' local state folder (federation/<key>); '' = run-<Flower run id>
 RESUME = "resume"  # server: continue the run saved in output-dir (its server_state.safetensors)
 NODE_SITE_CONFIG = "site-config"  # deployment: the SuperNode's --node-config key naming its site YAML

@@ -18,7 +18,7 @@ from endofed.errors import ConfigError
 from endofed.federated.weights import encoder_state
 from endofed.models import build_mae
 from endofed.synth.example import write_example_site
-from tests.helpers import OVERRIDES, TINY
+from tests.helpers import OVERRIDES, ROOT, TINY
 
 NODE_ID, RUN_ID = 7, 11
 
@@ -142,7 +142,8 @@ def test_delta_int8_reply_is_a_quarter_of_fp32_and_passes_the_audit(sites):
 @pytest.mark.parametrize("transport", ["fp32", "bf16", "delta_int8"])
 def test_echo_moves_as_many_bytes_as_a_real_reply(sites, transport):
     from endofed.federated.bytes import from_transport, link_modes, state_nbytes, to_transport
-    from endofed.federated.runconfig import ECHO
+    from tests.instrumented_client import ECHO
+    from tests.instrumented_client import app as instrumented_app
 
     sent = _global_encoder()
     down, up = link_modes(transport)
@@ -151,7 +152,7 @@ def test_echo_moves_as_many_bytes_as_a_real_reply(sites, transport):
     context = _context(sites, 0)
     context.run_config[ECHO] = True
     config = {"phase": "pretrain", "server-round": 1, "total-rounds": 1, "local-epochs": 1, "transport": transport}
-    reply = client_app(_message(MessageType.TRAIN, wire, config), context)
+    reply = instrumented_app(_message(MessageType.TRAIN, wire, config), context)
     arrays = {k: v.numpy() for k, v in reply.content["arrays"].items()}
     assert state_nbytes(arrays) == state_nbytes(to_transport(received, up, received))  # a real reply's size
     # new content (Flower would not push arrays it already holds; constant arrays such as zero biases aside) ...
@@ -160,6 +161,35 @@ def test_echo_moves_as_many_bytes_as_a_real_reply(sites, transport):
     if up == "delta_int8":  # ... and a delta of scale 0: decodes to exactly the weights sent
         back = from_transport(arrays, up, received)
         assert all(np.array_equal(back[k], received[k]) for k in sent)
+
+
+def test_the_shipped_client_app_has_neither_echo_nor_fault_injection(sites):
+    from flwr.app import MetricRecord
+
+    from tests.instrumented_client import ECHO
+
+    sent = _global_encoder()
+    context = _context(sites, 0)
+    context.run_config[ECHO] = True  # ignored by the shipped app: it trains as usual
+    context.node_config["inject-fault"] = "nan@1"  # likewise ignored
+    config = {"phase": "pretrain", "server-round": 1, "total-rounds": 1, "local-epochs": 1}
+    reply = client_app(_message(MessageType.TRAIN, sent, config), context)
+    metrics = dict(next(iter(reply.content.metric_records.values())).items())
+    assert isinstance(reply.content["metrics"], MetricRecord) and metrics["num-examples"] > 1  # trained volumes
+    assert all(np.isfinite(v.numpy()).all() for v in reply.content["arrays"].values())
+    source = (ROOT / "client" / "app.py").read_text()
+    assert "echo" not in source.lower() and "inject" not in source.lower() and "corrupt" not in source
+
+
+def test_the_instrumented_app_is_a_separate_bundle(tmp_path):
+    from tests.instrumented import build_instrumented_app
+
+    app_dir = build_instrumented_app(tmp_path / "app")
+    pyproject = (app_dir / "pyproject.toml").read_text()
+    assert 'clientapp = "instrumented_client:app"' in pyproject and "echo = false" in pyproject
+    assert '"/instrumented_client.py"' in pyproject
+    shipped = (ROOT / "pyproject.toml").read_text()
+    assert 'clientapp = "client.app:app"' in shipped and "instrumented" not in shipped and "echo" not in shipped
 
 
 def _leaking_app(extra: dict[str, np.ndarray]):

@@ -47,7 +47,7 @@ from endofed.federated.rounds import completed_rounds
 from endofed.federated.runconfig import OUTPUT_DIR, RESUME, experiment_config
 from endofed.federated.weights import encoder_state
 from endofed.io.checkpoint import config_hash, load_checkpoint, save_checkpoint
-from endofed.io.jsonl import JsonlWriter, write_json_atomic
+from endofed.io.jsonl import JsonlWriter, write_json
 from endofed.models import build_mae
 from endofed.seeds import derive_seed
 from server.privacy import PrivateRounds, make_private
@@ -199,5 +199,5 @@ def main(grid: Grid, context: Context) -> None:
         "seconds": time.perf_counter() - started,
         "resumed_after": None if saved is None else {"phase": saved.phase, "round": saved.round},
     }
-    write_json_atomic(out / SUMMARY_FILE, summary)
+    write_json(out / SUMMARY_FILE, summary, strict=True)
     LOGGER.info("federated run finished: %s", summary)

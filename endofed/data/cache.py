@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import tempfile
 import time
@@ -27,6 +26,7 @@ import numpy as np
 
 from endofed.config import DataConfig, to_dict
 from endofed.io.hashing import file_sha256
+from endofed.io.jsonl import write_json
 
 # Bump when the preprocessing code changes what it produces for the same inputs and config.
 PREPROCESS_VERSION = 1
@@ -35,23 +35,6 @@ SOURCE_INDEX_VERSION = 1
 # A file changed less than this before it was hashed may change again within the same timestamp tick (coarse
 # kernel clocks, 2 s on FAT, clock skew on network shares): its stat is not trusted, the next start-up hashes it.
 RACY_NS = 2_000_000_000
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON atomically: a uniquely named temporary file in the same folder, then ``os.replace``.
-
-    The unique name lets two processes write the same file at once (the last rename wins, whole).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(6)}.tmp")
-    handle = tmp.open("x", encoding="utf-8")  # "x": never take over a name another writer holds
-    try:
-        with handle:
-            handle.write(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def file_digest(path: Path) -> str:
@@ -182,12 +165,13 @@ class SourceIndex:
         """The recorded digest of ``path`` if its stamp is unchanged and was not racy when hashed, else ``None``."""
         key = os.fspath(path)
         entry = self._entries.get(key)
-        if entry is None:
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
             return None
         stamp = FileStamp.of(path)
         recorded = {k: entry.get(k) for k in asdict(stamp)}
-        hashed_ns = int(entry.get("hashed_ns", 0))
-        if recorded != asdict(stamp) or hashed_ns - max(stamp.mtime_ns, stamp.ctime_ns) < RACY_NS:
+        hashed_ns = entry.get("hashed_ns")
+        settled = isinstance(hashed_ns, int) and hashed_ns - max(stamp.mtime_ns, stamp.ctime_ns) >= RACY_NS
+        if recorded != asdict(stamp) or not settled:
             return None
         self._used.add(key)
         return str(entry["sha256"])

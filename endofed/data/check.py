@@ -16,11 +16,11 @@ from typing import Any
 
 from endofed.config import DataConfig, SiteConfig
 from endofed.data.cache import SOURCE_INDEX, SourceIndex, VolumeCache
-from endofed.data.cache import write_json as write_json  # re-exported: the JSON writer of endofed.training
 from endofed.data.manifest import Case, load_cases
 from endofed.data.passport import build_passport
 from endofed.data.site import CaseResult, prepare_site
 from endofed.errors import ConfigError
+from endofed.io.jsonl import write_json
 
 PASSPORT_FILE = "passport.json"
 CACHE_DIR = "cache"

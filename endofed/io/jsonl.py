@@ -27,11 +27,17 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: Path, payload: Any) -> Path:
-    """Write ``payload`` as strict, indented JSON to ``path`` atomically; returns ``path``."""
+def write_json(path: Path, payload: Any, *, strict: bool = False) -> Path:
+    """Write ``payload`` as indented JSON to ``path`` atomically; returns ``path``.
+
+    A uniquely named temporary file (created exclusively) in the same folder, then ``os.replace``: two processes
+    may write the same file at once (the last rename wins, whole). ``strict``: non-finite floats become ``null``
+    (:func:`json_safe`) and NaN is refused, so the file is standard JSON.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n"
+    data = json_safe(payload) if strict else payload
+    text = json.dumps(data, indent=2, allow_nan=not strict) + "\n"
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from endofed.errors import EndofedError
-from endofed.io.jsonl import write_json_atomic
+from endofed.io.jsonl import JsonlWriter, write_json
 
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
@@ -26,9 +26,23 @@ class ResultsError(EndofedError):
     """A run folder lacks an output file, or its outputs are malformed or do not match another run's."""
 
 
+def metrics_recorder(
+    path: Path, on_epoch: Callable[[dict[str, float]], None] | None = None
+) -> Callable[[dict[str, float]], None]:
+    """An ``on_epoch`` callback that writes each epoch's metrics to ``path`` (a new JSONL), then calls ``on_epoch``."""
+    writer = JsonlWriter(path)
+
+    def record(metrics: dict[str, float]) -> None:
+        writer.write(metrics)
+        if on_epoch is not None:
+            on_epoch(metrics)
+
+    return record
+
+
 def write_results(path: Path, results: Mapping[str, Any]) -> Path:
     """Write ``results.json`` atomically (strict JSON)."""
-    return write_json_atomic(Path(path), results)
+    return write_json(Path(path), results, strict=True)
 
 
 def read_results(run_dir: Path) -> dict[str, Any]:

@@ -29,7 +29,6 @@ from endofed.errors import ConfigError, DataError
 from endofed.federated.protocol import FINETUNE
 from endofed.finetune.metrics import bootstrap_all
 from endofed.io.checkpoint import CheckpointError, config_hash, load_checkpoint
-from endofed.io.jsonl import JsonlWriter
 from endofed.models.classifier import Classifier3D
 from endofed.training.cohort import SiteCohort, load_cohort, split_digest
 from endofed.training.device import resolve_device
@@ -39,6 +38,7 @@ from endofed.training.records import (
     PREDICTIONS_FILE,
     RESULTS_FILE,
     Prediction,
+    metrics_recorder,
     write_predictions,
     write_results,
 )
@@ -172,12 +172,7 @@ def finetune_site(
     if not dev:
         raise DataError(f"site {site.site_id!r} has no labelled development case to fine-tune on", "too_few_cases")
     out_dir = Path(out_dir)
-    writer = JsonlWriter(out_dir / METRICS_FILE)
-
-    def record(metrics: dict[str, float]) -> None:
-        writer.write(metrics)
-        if on_epoch is not None:
-            on_epoch(metrics)
+    record = metrics_recorder(out_dir / METRICS_FILE, on_epoch)
 
     device = resolve_device(site.device)
     model = fresh_model(cfg, chosen)

@@ -25,14 +25,14 @@ from endofed.errors import DataError
 from endofed.federated.protocol import PRETRAIN
 from endofed.io.checkpoint import config_hash, module_state, save_checkpoint
 from endofed.io.figures import write_reconstruction_preview
-from endofed.io.jsonl import JsonlWriter, json_safe
+from endofed.io.jsonl import json_safe
 from endofed.models.mae import MaskedAutoencoder3D
 from endofed.seeds import derive_seed
 from endofed.ssl.reconstruction import reconstruct_cases
 from endofed.training.cohort import load_cohort, split_digest
 from endofed.training.device import resolve_device
 from endofed.training.engine import MetricsCallback, Stage, model_seed, new_mae, planned_steps, run_stage
-from endofed.training.records import METRICS_FILE
+from endofed.training.records import METRICS_FILE, metrics_recorder
 
 LOGGER = logging.getLogger(__name__)
 ENCODER_FILE = "encoder.safetensors"
@@ -91,12 +91,7 @@ def pretrain_site(
     if on_start is not None:
         on_start(planned_steps(stage, cfg))
     out_dir = Path(out_dir)
-    writer = JsonlWriter(out_dir / METRICS_FILE)
-
-    def record(metrics: dict[str, float]) -> None:
-        writer.write(metrics)
-        if on_epoch is not None:
-            on_epoch(metrics)
+    record = metrics_recorder(out_dir / METRICS_FILE, on_epoch)
 
     model = new_mae(cfg, model_seed(cfg, "mae"))
     history = run_stage(model, stage, cfg, device, on_epoch=record, on_step=on_step).history

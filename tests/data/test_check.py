@@ -10,7 +10,8 @@ import pytest
 
 import endofed.data.cache as cache_module
 from endofed.config import DataConfig, load_site_config
-from endofed.data.check import check_site, current_passport, write_json
+from endofed.data.check import check_site, current_passport
+from endofed.io.jsonl import write_json
 
 CFG = DataConfig(target_spacing=(2.0, 2.0, 4.0), roi_size=(48, 48, 16))
 

@@ -12,7 +12,8 @@ Layout written under ``<out>`` (files are never overwritten; private keys are cr
 Flower uses them as ``flower-superlink --ssl-ca-certfile ca.crt --ssl-certfile server.pem --ssl-keyfile
 server.key --enable-supernode-auth`` and ``flower-supernode --root-certificates ca.crt
 --auth-supernode-private-key keys/<site>``. TLS here is server-authenticated only; sites prove who they are
-with their registered key.
+with their registered key. Checking them before use (expiry, SANs, chain, key permissions) is
+:mod:`endofed.cert_checks`.
 """
 
 from __future__ import annotations
@@ -21,13 +22,11 @@ import datetime as dt
 import ipaddress
 import os
 import re
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -197,7 +196,7 @@ def _pem_key(key: rsa.RSAPrivateKey) -> bytes:
     )
 
 
-def _utcnow() -> dt.datetime:
+def utcnow() -> dt.datetime:
     """The current time, timezone-aware UTC."""
     return dt.datetime.now(dt.timezone.utc)
 
@@ -224,7 +223,7 @@ def create_ca(out_dir: Path, common_name: str = DEFAULT_CA_NAME, days: int = DEF
     out.mkdir(parents=True, exist_ok=True)
     key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = _utcnow()
+    now = utcnow()
     usage = x509.KeyUsage(False, False, False, False, False, True, True, False, False)  # keyCertSign, cRLSign
     cert = (
         x509.CertificateBuilder()
@@ -267,7 +266,7 @@ def create_server_cert(
     refuse_existing([out / SERVER_CERT, out / SERVER_KEY])
     out.mkdir(parents=True, exist_ok=True)
     key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
-    now = _utcnow()
+    now = utcnow()
     usage = x509.KeyUsage(True, False, True, False, False, False, False, False, False)  # digitalSig., keyEnc.
     ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     cert = (
@@ -350,107 +349,3 @@ def create_credentials(
     ca = create_ca(out_dir, ca_name, days)
     server = create_server_cert(ca, out_dir, hosts, days)
     return Credentials(ca, server, tuple(create_site_keys(out_dir, ids)))
-
-
-def load_certificate(path: Path) -> x509.Certificate:
-    """Read a PEM certificate.
-
-    Raises:
-        EndofedError: naming the file if it is missing or not a PEM certificate.
-    """
-    try:
-        return x509.load_pem_x509_certificate(Path(path).read_bytes())
-    except (OSError, ValueError) as exc:
-        raise EndofedError(f"cannot read a PEM certificate from {path}: {exc}") from exc
-
-
-def _check_validity(cert: x509.Certificate, path: Path, at: dt.datetime) -> None:
-    """Raise unless ``at`` lies within the certificate's validity period."""
-    if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
-        raise EndofedError(
-            f"{path} is valid from {cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d},"
-            f" not at {at:%Y-%m-%d %H:%M} UTC"
-        )
-
-
-def verify_server_cert(ca_crt: Path, server_pem: Path, host: str, at: dt.datetime | None = None) -> None:
-    """Check that a SuperLink certificate will be accepted by sites dialling ``host``.
-
-    Args:
-        ca_crt: the CA certificate the sites trust.
-        server_pem: the SuperLink certificate.
-        host: the IP address or DNS name sites dial.
-        at: the moment to check (default now, UTC).
-
-    Raises:
-        EndofedError: one line naming the problem: not signed by the CA, the CA is not a CA, outside its
-            validity, no serverAuth usage, or ``host`` not among its SANs.
-    """
-    ca, server = load_certificate(ca_crt), load_certificate(server_pem)
-    when = at or _utcnow()
-    try:
-        server.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature) as exc:
-        raise EndofedError(f"{server_pem} is not signed by the CA in {ca_crt}") from exc
-    try:
-        is_ca = ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-        usages = server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound as exc:
-        raise EndofedError(f"{ca_crt} or {server_pem} lacks a required extension: {exc}") from exc
-    if not is_ca:
-        raise EndofedError(f"{ca_crt} is not a CA certificate")
-    _check_validity(ca, Path(ca_crt), when)
-    _check_validity(server, Path(server_pem), when)
-    if ExtendedKeyUsageOID.SERVER_AUTH not in usages:
-        raise EndofedError(f"{server_pem} is not allowed for TLS servers (no serverAuth extended key usage)")
-    if parse_host(host) not in list(sans):
-        listed = ", ".join(str(name.value) for name in sans)
-        raise EndofedError(f"{server_pem} is not valid for host {host!r}; it covers: {listed}")
-
-
-def verify_ca_cert(ca_crt: Path, at: dt.datetime | None = None) -> None:
-    """Check the CA certificate a site trusts: readable, a CA, and valid now (or at ``at``).
-
-    Raises:
-        EndofedError: one line naming the file and the problem.
-    """
-    ca = load_certificate(ca_crt)
-    try:
-        is_ca = ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        is_ca = False
-    if not is_ca:
-        raise EndofedError(f"{ca_crt} is not a CA certificate (give the federation's ca.crt)")
-    _check_validity(ca, Path(ca_crt), at or _utcnow())
-
-
-def verify_site_key(private_path: Path, public_path: Path | None = None) -> None:
-    """Check a site's SuperNode key before ``flower-supernode`` uses it.
-
-    Args:
-        private_path: ``keys/<site>``.
-        public_path: optionally ``keys/<site>.pub``, which must belong to the private key.
-
-    Raises:
-        EndofedError: if the private key is readable by others, not an OpenSSH ECDSA P-384 key, or does
-            not match the public key.
-    """
-    path = Path(private_path)
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError) as exc:
-        raise EndofedError(f"cannot read an OpenSSH private key from {path}: {exc}") from exc
-    if mode & 0o077:
-        raise EndofedError(f"{path} has permissions {mode:o}; a private key must be 600 (chmod 600 {path})")
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp384r1":
-        raise EndofedError(f"{path} must be an ECDSA P-384 key, got {type(key).__name__}")
-    if public_path is None:
-        return
-    try:
-        public = serialization.load_ssh_public_key(Path(public_path).read_bytes())
-    except (OSError, ValueError) as exc:
-        raise EndofedError(f"cannot read an OpenSSH public key from {public_path}: {exc}") from exc
-    if public != key.public_key():
-        raise EndofedError(f"{public_path} does not belong to the private key {path}")

@@ -16,17 +16,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from endofed.cert_checks import load_certificate, verify_server_cert, verify_site_key
 from endofed.certs import (
     Credentials,
     create_ca,
     create_credentials,
     create_server_cert,
     create_site_keys,
-    load_certificate,
     parse_host,
     planned_files,
-    verify_server_cert,
-    verify_site_key,
 )
 from endofed.cli import certs_cmd
 from endofed.cli.common import run_command

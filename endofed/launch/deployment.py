@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from endofed.certs import verify_ca_cert, verify_server_cert, verify_site_key
+from endofed.cert_checks import verify_ca_cert, verify_server_cert, verify_site_key
 from endofed.config import DataConfig, ServerConfig, SiteConfig, build, load_config, to_dict
 from endofed.data.check import check_site
 from endofed.errors import ConfigError, DataError

@@ -25,7 +25,10 @@ def register(commands: Any) -> None:
             "Render a procedural female-pelvis phantom (anatomy, endometriosis signs and mimics, contrast from "
             "tissue T1/T2/PD and each site's sequences) into NIfTI files, one folder and one site YAML per "
             "site, ready for 'endofed data check'. Ground-truth finding maps go to <site>/truth/ (never read "
-            f"by training). Built-in presets: {', '.join(preset_names())}."
+            "by training). Per sequence, a profile can also vary scans per subject: oblique_deg (slices tilted "
+            "by up to this many degrees, in the NIfTI affine) and ghosting_rate (share of subjects whose scan "
+            "shows the ghost); every key is described in endofed/synth/profile.py. "
+            f"Built-in presets: {', '.join(preset_names())}."
         ),
     )
     source = parser.add_mutually_exclusive_group(required=True)

@@ -5,12 +5,16 @@ Output of one site ``NAME`` under ``OUT``::
     OUT/site_NAME.yaml                     site config for `endofed data check` / training / federation
     OUT/NAME/manifest.csv                  subject_id,t1,t2,label (blank label = unlabelled)
     OUT/NAME/data/<subject>/{T1,T2}.nii.gz int16 scanner units, each on its own grid and orientation
-    OUT/NAME/truth/subjects.csv            true and observed labels, findings and sizes (tests/benchmarks only)
+    OUT/NAME/truth/subjects.csv            true and observed labels, findings and sizes, each scan's tilt and
+                                           ghost amplitude (tests/benchmarks only)
     OUT/NAME/truth/<subject>_{T1,T2}_findings.nii.gz  ground-truth finding map on each acquired grid
     OUT/NAME/truth/<subject>_{T1,T2}_tissues.nii.gz   ground-truth tissue map on each acquired grid
 
 Randomness: subject ``i`` of site ``k`` uses ``numpy.random.default_rng([seed, k, i])``, so a cohort is the
-same on any machine and a subject does not change when others are added.
+same on any machine and a subject does not change when others are added. Its acquisition variation (slice
+tilt, whether a scan shows the ghost: ``render.draw_acquisition``) comes from that generator's first child
+(``rng.spawn``), a stream of its own: profiles without those knobs render bit-identically to before, and
+turning one on changes nothing else about the subject.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from endofed.synth.findings import (
     add_simple_cyst,
 )
 from endofed.synth.profile import CohortProfile, SiteProfile, at_scale
-from endofed.synth.render import Acquisition, acquire
+from endofed.synth.render import Acquisition, acquire, draw_acquisition
 from endofed.synth.site_files import manifest_row, save_nifti, save_subject, write_csv, write_manifest_and_yaml
 from endofed.synth.tissues import sample_tissues
 
@@ -117,11 +121,17 @@ def render_subject(
     scene, records = build_scene(spec, site.cohort, rng)
     tissues = sample_tissues(rng, site.field_strength)
     centre = rng.normal(0.0, site.position_jitter_mm / 2.0, 3)
-    acquisitions = {
-        name: acquire(scene, at_scale(sequence, scale), tissues, centre, rng)
-        for name, sequence in (("T2", site.t2), ("T1", site.t1))
-    }
+    variation = rng.spawn(1)[0]  # tilt and artefact draws: a child stream, so rng's own draws never shift
+    acquisitions = {}
+    for name, sequence in (("T2", site.t2), ("T1", site.t1)):
+        scaled = at_scale(sequence, scale)
+        acquisitions[name] = acquire(scene, scaled, tissues, centre, rng, draw_acquisition(scaled, variation))
     return acquisitions, records
+
+
+def acquisition_record(acquisitions: dict[str, Acquisition]) -> dict[str, dict[str, float]]:
+    """Per scan: its slice tilt (degrees, 0 = axis-aligned) and the ghost amplitude it shows (0 = none)."""
+    return {name: {"tilt_deg": acq.tilt_deg, "ghosting": acq.ghosting} for name, acq in acquisitions.items()}
 
 
 def write_site(
@@ -145,10 +155,12 @@ def write_site(
             save_nifti(acq.tissues, acq.affine, root / "truth" / f"{spec.subject_id}_{name}_tissues.nii.gz")
         row = manifest_row(spec.subject_id, spec.observed)
         manifest_rows.append(row)
-        truth_rows.append([spec.subject_id, spec.label, row[-1], json.dumps(records)])  # row[-1]: observed label
+        acquisition = json.dumps(acquisition_record(acquisitions))
+        truth_rows.append([spec.subject_id, spec.label, row[-1], json.dumps(records), acquisition])  # row[-1]: observed
         if on_subject is not None:
             on_subject(spec)
-    write_csv(root / "truth" / "subjects.csv", ["subject_id", "label_true", "label_observed", "findings"], truth_rows)
+    header = ["subject_id", "label_true", "label_observed", "findings", "acquisition"]
+    write_csv(root / "truth" / "subjects.csv", header, truth_rows)
     return write_manifest_and_yaml(root, out / f"site_{site.name}.yaml", site.name, manifest_rows, device="auto")
 
 

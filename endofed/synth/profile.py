@@ -2,6 +2,8 @@
 
 A profile file holds ``sites:``, a list of site entries; every key has a default (below, each with a
 comment) so a profile only states what differs. Built-in presets live in ``endofed/synth/presets/``.
+Two sequence keys vary a site's scans per subject (drawn from a stream of their own, so a profile without them
+renders as before): ``oblique_deg`` tilts the slices, ``ghosting_rate`` decides which scans show the ghost.
 The same strict builder as the main config refuses unknown keys (with a did-you-mean) and bad values.
 """
 
@@ -20,6 +22,7 @@ PLANES = {"sagittal": "RL", "coronal": "AP", "axial": "SI"}  # slice direction l
 SEQUENCE_KINDS = ("t2_tse", "t1_gre", "t1_tse")
 SCALES = ("tiny", "full")
 TINY_IN_PLANE_FACTOR, TINY_MIN_IN_PLANE_MM = 2.0, 1.5
+MAX_OBLIQUE_DEG = 45.0  # beyond this the slices would lie nearer another plane than their own
 _AXIS_OF = {"R": 0, "L": 0, "A": 1, "P": 1, "S": 2, "I": 2}
 
 
@@ -43,6 +46,8 @@ class SequenceProfile:
     snr: float = 25.0  # signal-to-noise ratio of muscle (Rician noise)
     bias_amplitude: float = 0.15  # smooth multiplicative bias field, +- this fraction
     ghosting: float = 0.0  # motion/peristalsis ghost amplitude along phase encoding (0 = none)
+    ghosting_rate: float = 1.0  # share of subjects whose scan shows that ghost, drawn per subject (1 = every one)
+    oblique_deg: float = 0.0  # max slice tilt off the axes (<= 45): per subject uniform in +-this, random in-plane axis
     scanner_max: tuple[float, float] = (1500.0, 4000.0)  # int16 value of the 99.5th percentile (scanner units)
 
     def __post_init__(self) -> None:
@@ -66,6 +71,10 @@ class SequenceProfile:
                 f"need gap_mm >= 0, te_ms >= 0, 0 <= ghosting < 1, 0 <= bias_amplitude < 1, got "
                 f"{self.gap_mm!r}, {self.te_ms!r}, {self.ghosting!r}, {self.bias_amplitude!r}"
             )
+        if not 0 <= self.ghosting_rate <= 1:
+            raise ConfigError(f"ghosting_rate must be in [0, 1], got {self.ghosting_rate!r}")
+        if not 0 <= self.oblique_deg <= MAX_OBLIQUE_DEG:
+            raise ConfigError(f"oblique_deg must be in [0, {MAX_OBLIQUE_DEG:g}] degrees, got {self.oblique_deg!r}")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,10 @@ turn tissue labels into signal with the sequence's equation and the subject's T1
 integrate over each acquired voxel (box window: in-plane size x slice thickness; the main partial-volume
 effect of thick slices), sample at the acquired voxel centres, then apply a smooth multiplicative bias
 field, an optional motion ghost along phase encoding, Rician noise and an arbitrary int16 scaling.
+
+Per-subject acquisition variation (:class:`AcquisitionDraws`): an oblique grid (the slices tilted about an
+in-plane axis through the grid centre, written into the affine; the box window then lies along the tilted
+axes) and whether this scan shows the sequence's ghost.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from endofed.data.geometry import make_affine
+from endofed.data.geometry import grid_centre_mm, make_affine, voxel_spacing
 from endofed.synth.anatomy import Scene
 from endofed.synth.profile import SequenceProfile
 from endofed.synth.shapes import FineGrid, paint
@@ -32,24 +36,91 @@ class Acquisition:
         image: ``shape`` int16 scanner units.
         findings: ``shape`` uint8 ground-truth finding label of each acquired voxel (nearest fine voxel).
         tissues: ``shape`` uint8 tissue label of each acquired voxel (nearest fine voxel).
-        affine: voxel-to-world affine written to the NIfTI header.
+        affine: voxel-to-world affine written to the NIfTI header (oblique when ``tilt_deg`` is not 0).
+        tilt_deg: signed tilt of the slices off the profile's axes (0 = axis-aligned).
+        ghosting: amplitude of the motion ghost this scan shows (0 = none).
     """
 
     image: np.ndarray
     findings: np.ndarray
     tissues: np.ndarray
     affine: np.ndarray
+    tilt_deg: float
+    ghosting: float
 
 
-def acquisition_grid(sequence: SequenceProfile, centre_mm: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """Affine and shape of a sequence's acquired grid, centred at ``centre_mm``."""
+@dataclass(frozen=True)
+class AcquisitionDraws:
+    """Per-subject variation of one sequence's acquisition (the defaults: today's axis-aligned, ghosted scan).
+
+    Attributes:
+        tilt_deg: signed rotation of the grid about its tilt axis (0 = axis-aligned).
+        tilt_azimuth_deg: direction of the tilt axis in the slice plane: 0 = along array axis 0, 90 = axis 1.
+        ghosted: whether the scan shows the sequence's motion ghost (``SequenceProfile.ghosting``).
+    """
+
+    tilt_deg: float = 0.0
+    tilt_azimuth_deg: float = 0.0
+    ghosted: bool = True
+
+
+def draw_acquisition(sequence: SequenceProfile, rng: np.random.Generator) -> AcquisitionDraws:
+    """Draw a subject's tilt (uniform in +-``oblique_deg``, random in-plane axis) and ghost (``ghosting_rate``).
+
+    Always the same three draws whatever the settings, so one knob never shifts another's values.
+    """
+    tilt = float(rng.uniform(-1.0, 1.0)) * sequence.oblique_deg
+    azimuth = float(rng.uniform(0.0, 180.0))
+    ghosted = bool(rng.random() < sequence.ghosting_rate)
+    return AcquisitionDraws(tilt_deg=tilt, tilt_azimuth_deg=azimuth, ghosted=ghosted)
+
+
+NO_VARIATION = AcquisitionDraws()  # axis-aligned, the sequence's ghost (if any) shown: every scan before the knobs
+
+
+def rotation_about(axis: np.ndarray, angle_deg: float) -> np.ndarray:
+    """``(3, 3)`` rotation by ``angle_deg`` about ``axis`` (right-handed; Rodrigues' formula)."""
+    k = np.asarray(axis, dtype=float) / np.linalg.norm(axis)
+    cross = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    angle = np.deg2rad(angle_deg)
+    return np.eye(3) + np.sin(angle) * cross + (1.0 - np.cos(angle)) * cross @ cross
+
+
+def tilt_affine(affine: np.ndarray, shape: tuple[int, int, int], tilt_deg: float, azimuth_deg: float) -> np.ndarray:
+    """``affine`` rotated by ``tilt_deg`` about an in-plane axis through its grid centre (centre unchanged).
+
+    The axis lies in the plane of array axes 0 and 1 at ``azimuth_deg`` from axis 0, so the slice direction
+    (array axis 2) leaves its original direction by exactly ``|tilt_deg|`` degrees.
+    """
+    units = affine[:3, :3] / voxel_spacing(affine)
+    azimuth = np.deg2rad(azimuth_deg)
+    rotation = rotation_about(np.cos(azimuth) * units[:, 0] + np.sin(azimuth) * units[:, 1], tilt_deg)
+    out = np.array(affine, dtype=float)
+    out[:3, :3] = rotation @ affine[:3, :3]
+    out[:3, 3] = grid_centre_mm(affine, shape) - out[:3, :3] @ ((np.asarray(shape, dtype=float) - 1.0) / 2.0)
+    return out
+
+
+def acquisition_grid(
+    sequence: SequenceProfile, centre_mm: np.ndarray, draws: AcquisitionDraws = NO_VARIATION
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Affine and shape of a sequence's acquired grid, centred at ``centre_mm`` (tilted by ``draws``)."""
     shape = (
         max(2, round(sequence.fov_mm[0] / sequence.in_plane_mm)),
         max(2, round(sequence.fov_mm[1] / sequence.in_plane_mm)),
         int(sequence.slices),
     )
     spacing = (sequence.in_plane_mm, sequence.in_plane_mm, sequence.slice_mm + sequence.gap_mm)
-    return make_affine(sequence.orientation, spacing, shape, tuple(centre_mm)), shape
+    affine = make_affine(sequence.orientation, spacing, shape, tuple(centre_mm))
+    if draws.tilt_deg != 0.0:
+        affine = tilt_affine(affine, shape, draws.tilt_deg, draws.tilt_azimuth_deg)
+    return affine, shape
+
+
+def is_axis_aligned(affine: np.ndarray) -> bool:
+    """Whether every array axis of ``affine`` runs along one world axis (a permutation with flips)."""
+    linear = np.abs(np.asarray(affine, dtype=float)[:3, :3])
+    return int(np.count_nonzero(linear > 1e-9 * linear.max())) == 3
 
 
 def fine_grid_for(affine: np.ndarray, shape: tuple[int, int, int], spacing: float, margin_mm: float) -> FineGrid:
@@ -113,6 +184,8 @@ def _integrate_and_sample(
     fine: np.ndarray, grid: FineGrid, sequence: SequenceProfile, affine: np.ndarray, shape: tuple[int, int, int]
 ) -> np.ndarray:
     """Average ``fine`` over each acquired voxel (box window) and sample it at the acquired voxel centres."""
+    if not is_axis_aligned(affine):
+        return _integrate_oblique(fine, grid, sequence, affine, shape)
     window = [1, 1, 1]
     extents = (sequence.in_plane_mm, sequence.in_plane_mm, sequence.slice_mm)
     for letter, extent in zip(sequence.orientation.upper(), extents, strict=True):
@@ -124,11 +197,14 @@ def _integrate_and_sample(
 def _sample(
     fine: np.ndarray, grid: FineGrid, affine: np.ndarray, shape: tuple[int, int, int], order: int
 ) -> np.ndarray:
-    """Values of a fine-grid array at the voxel centres of an acquired grid.
+    """Values of a fine-grid array at the voxel centres of an acquired grid: linear (``order=1``) or nearest.
 
-    Both grids are aligned with the world axes (the acquired one up to a permutation and flips), so the
-    sampling separates into one 1D interpolation per axis: linear (``order=1``) or nearest (``order=0``).
+    When both grids are aligned with the world axes (the acquired one up to a permutation and flips), the
+    sampling separates into one 1D interpolation per axis; an oblique grid is sampled point by point.
     """
+    if not is_axis_aligned(affine):
+        coords = _fine_coordinates(grid, affine, shape)
+        return ndimage.map_coordinates(fine, coords, order=order, mode="nearest").reshape(shape)
     to_fine = np.linalg.inv(grid.affine()) @ affine
     world_axes = [int(np.argmax(np.abs(to_fine[:3, a]))) for a in range(3)]
     out = np.transpose(fine, world_axes)  # fine array with its axes in acquisition order
@@ -146,15 +222,48 @@ def _sample(
     return np.ascontiguousarray(out)
 
 
+def _fine_coordinates(grid: FineGrid, affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """``(3, N)`` fine-grid index coordinates of the acquired voxel centres (C order over ``shape``)."""
+    to_fine = np.linalg.inv(grid.affine()) @ affine
+    ijk = np.indices(shape, dtype=np.float32).reshape(3, -1)
+    return to_fine[:3, :3].astype(np.float32) @ ijk + to_fine[:3, 3:4].astype(np.float32)
+
+
+def _integrate_oblique(
+    fine: np.ndarray, grid: FineGrid, sequence: SequenceProfile, affine: np.ndarray, shape: tuple[int, int, int]
+) -> np.ndarray:
+    """The box window of an oblique grid: the mean of linear samples spaced one fine voxel along its axes.
+
+    Per acquired axis ``a`` the window holds ``round(extent_a / spacing)`` samples (at least one), like the
+    aligned path's ``uniform_filter``, but along the tilted axes (the slice thickness along the tilted slices).
+    """
+    units = affine[:3, :3] / voxel_spacing(affine)
+    steps = []
+    for a, extent in enumerate((sequence.in_plane_mm, sequence.in_plane_mm, sequence.slice_mm)):
+        count = max(1, int(round(extent / grid.spacing)))
+        steps.append([units[:, a] * (m - (count - 1) / 2.0) for m in range(count)])  # in fine voxels
+    centres = _fine_coordinates(grid, affine, shape)
+    total = np.zeros(centres.shape[1], dtype=np.float32)
+    offsets = [u + v + w for u in steps[0] for v in steps[1] for w in steps[2]]
+    for offset in offsets:
+        points = centres + offset.astype(np.float32)[:, None]
+        total += ndimage.map_coordinates(fine, points, order=1, mode="nearest", output=np.float32)
+    return (total / np.float32(len(offsets))).reshape(shape)
+
+
 def acquire(
     scene: Scene,
     sequence: SequenceProfile,
     tissues: TissueTable,
     centre_mm: np.ndarray,
     rng: np.random.Generator,
+    draws: AcquisitionDraws = NO_VARIATION,
 ) -> Acquisition:
-    """Render one sequence of one subject into int16 scanner units plus its ground-truth findings map."""
-    affine, shape = acquisition_grid(sequence, centre_mm)
+    """Render one sequence of one subject into int16 scanner units plus its ground-truth findings map.
+
+    ``draws`` (tilt, ghost) come from a stream of their own; ``rng`` draws the same values whatever they are.
+    """
+    affine, shape = acquisition_grid(sequence, centre_mm, draws)
     spacing = min(sequence.in_plane_mm, sequence.slice_mm)
     grid = fine_grid_for(affine, shape, spacing, margin_mm=max(sequence.in_plane_mm, sequence.slice_mm) / 2)
     labels, findings = render_labels(scene, grid)
@@ -164,10 +273,11 @@ def acquire(
     if sequence.fat_suppression:
         residual = rng.uniform(*sequence.fat_residual) * smooth_field(affine, shape, rng, 0.5)
         clean += residual * _integrate_and_sample((signal * fat)[labels], grid, sequence, affine, shape)
-    magnitude = corrupt(clean, sequence, affine, shape, float(signal[T.MUSCLE]), rng)
+    magnitude = corrupt(clean, sequence, affine, shape, float(signal[T.MUSCLE]), rng, draws.ghosted)
     truth = _sample(findings, grid, affine, shape, order=0).astype(np.uint8)
     tissue_map = _sample(labels, grid, affine, shape, order=0).astype(np.uint8)
-    return Acquisition(image=magnitude, findings=truth, tissues=tissue_map, affine=affine)
+    ghosting = sequence.ghosting if draws.ghosted else 0.0
+    return Acquisition(magnitude, truth, tissue_map, affine, tilt_deg=draws.tilt_deg, ghosting=ghosting)
 
 
 def corrupt(
@@ -177,11 +287,17 @@ def corrupt(
     shape: tuple[int, int, int],
     reference_signal: float,
     rng: np.random.Generator,
+    ghosted: bool = True,
 ) -> np.ndarray:
-    """Bias field, motion ghost, Rician noise (SNR of ``reference_signal``), then int16 scanner units."""
+    """Bias field, motion ghost (if ``ghosted``), Rician noise (SNR of ``reference_signal``), int16 scanner units.
+
+    The ghost's shift is drawn even for a scan without the ghost, so the noise that follows is the same.
+    """
     image = clean * smooth_field(affine, shape, rng, sequence.bias_amplitude)
     if sequence.ghosting > 0:  # replica shifted along phase encoding (array axis 1)
-        image = image + sequence.ghosting * np.roll(image, shape[1] // int(rng.integers(2, 5)), axis=1)
+        shift = shape[1] // int(rng.integers(2, 5))
+        if ghosted:
+            image = image + sequence.ghosting * np.roll(image, shift, axis=1)
     sigma = np.float32(reference_signal / sequence.snr)
     real = image + sigma * rng.standard_normal(shape, dtype=np.float32)
     noisy = np.hypot(real, sigma * rng.standard_normal(shape, dtype=np.float32))

@@ -50,6 +50,7 @@ __all__ = [
 TRANSPORTS = ("fp32", "bf16", "delta_int8")
 INTERPOLATIONS = ("linear", "bspline", "nearest")
 SPLITS = ("train", "val", "test")
+THREADS_ENV = "ENDOFED_CPU_THREADS"  # torch CPU threads per site process (see training/device.py)
 
 
 def _require(ok: bool, message: str) -> None:
@@ -305,6 +306,7 @@ class SiteConfig:
     labels_csv: Path | None = None  # folder discovery: optional CSV subject_id,label
     work_dir: Path = Path("work")  # cache, checkpoints, logs and the data passport go here
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    cpu_threads: int = 0  # torch threads on the CPU (0 = auto: $ENDOFED_CPU_THREADS, else half the cores)
     server_address: str = "127.0.0.1:9092"  # SuperLink fleet address host:port
     root_certificates: Path | None = None  # CA certificate that signed the SuperLink's TLS certificate
     private_key: Path | None = None  # this site's ECDSA private key (SuperNode authentication)
@@ -318,6 +320,7 @@ class SiteConfig:
             self.device.startswith("cuda:") and self.device[5:].isdigit()
         )
         _require(device_ok, f"site.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        _require(self.cpu_threads >= 0, f"site.cpu_threads must be >= 0 (0 = auto), got {self.cpu_threads!r}")
         host, sep, port = self.server_address.rpartition(":")
         _require(
             bool(sep and host and port.isdigit()),

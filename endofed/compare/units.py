@@ -134,7 +134,7 @@ def _predict_sites(model: Classifier3D, sites: list[Site], cfg: ExperimentConfig
     out = {}
     for site in sites:
         test = site.test_cases()
-        device = resolve_device(site.config.device)
+        device = resolve_device(site.config.device, site.config.cpu_threads)
         out[site.name] = _rows(test, predict_cases(model, test, cfg.finetune.batch_size, device))
     return out
 
@@ -172,7 +172,7 @@ def local_unit(
         dev: the labelled cases to fine-tune on (default: every site's labelled development cases).
     """
     started = time.perf_counter()
-    device = resolve_device(sites[0].config.device)
+    device = resolve_device(sites[0].config.device, sites[0].config.cpu_threads)
     tag = f"{arm}/{'+'.join(s.name for s in sites)}"
     history: dict[str, list[dict[str, float]]] = {}
     pretrain_parts = [s.pretrain_cases() for s in sites] if pretrain and encoder is None else []

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from endofed.config import load_config, load_site_config
+from endofed.config import THREADS_ENV, load_config, load_site_config
 from endofed.errors import ConfigError
 from endofed.federated.privacy import check_privacy_plan
 from endofed.federated.protocol import PARTITION_ID, SUMMARY_FILE
@@ -104,6 +104,7 @@ def run_simulation(request: SimulationRequest) -> dict[str, Any]:
     out = request.out_dir.resolve()
     flwr_home = out / "flwr-home"
     env = env_path_with_venv(flower_env(flwr_home))
+    env.setdefault(THREADS_ENV, str(max(1, int(request.cpus_per_site))))  # each site's torch threads = its CPU share
     port = free_port()
     write_connection(flwr_home, CONNECTION, f"127.0.0.1:{port}")
     command = [

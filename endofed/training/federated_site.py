@@ -159,7 +159,7 @@ class FederatedSite:
             raise ValueError(f"run key must be letters, digits, '-' or '_', got {run_key!r}")
         self.site, self.cfg = site, cfg
         self.cohort = load_cohort(site, cfg, allow_failures)
-        self.device = resolve_device(site.device)
+        self.device = resolve_device(site.device, site.cpu_threads)
         self.state_dir = site.work_dir / SITE_STATE_DIR / run_key
 
     # ------------------------------------------------------------------ local state on disk

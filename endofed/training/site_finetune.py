@@ -174,7 +174,7 @@ def finetune_site(
     out_dir = Path(out_dir)
     record = metrics_recorder(out_dir / METRICS_FILE, on_epoch)
 
-    device = resolve_device(site.device)
+    device = resolve_device(site.device, site.cpu_threads)
     model = fresh_model(cfg, chosen)
     stage = Stage(FINETUNE, [SiteCases(site, dev)], site.site_id, cfg.finetune.epochs)
     run_stage(model, stage, cfg, device, on_epoch=record)

@@ -82,7 +82,7 @@ def pretrain_site(
     Raises:
         DataError: the site is not ready, or no case is left once the test split is held out.
     """
-    device = resolve_device(site.device)
+    device = resolve_device(site.device, site.cpu_threads)
     cohort = load_cohort(site, cfg, allow_failures)
     cases = cohort.pretrain_cases()
     if not cases:

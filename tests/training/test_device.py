@@ -1,8 +1,9 @@
 import pytest
 import torch
 
+from endofed.config import THREADS_ENV, SiteConfig
 from endofed.errors import ConfigError
-from endofed.training.device import resolve_device
+from endofed.training.device import cpu_threads, resolve_device
 
 
 def test_auto_and_cpu():
@@ -30,3 +31,32 @@ def test_cuda_index_beyond_the_machine(monkeypatch):
 def test_unknown_names(name):
     with pytest.raises(ValueError, match=f"got {name!r}"):
         resolve_device(name)
+
+
+def test_cpu_threads_explicit_env_then_half_the_cores():
+    assert cpu_threads(3, cores=16, env={THREADS_ENV: "5"}) == 3  # the site config wins
+    assert cpu_threads(0, cores=16, env={THREADS_ENV: "5"}) == 5  # then the launcher's share
+    assert cpu_threads(0, cores=16, env={}) == 8  # then half the cores
+    assert cpu_threads(0, cores=2, env={}) == 1
+    assert cpu_threads(0, cores=1, env={THREADS_ENV: " "}) == 1  # blank = unset; never 0 threads
+
+
+@pytest.mark.parametrize("text", ["0", "-2", "two", "1.5"])
+def test_cpu_threads_env_must_be_a_positive_integer(text):
+    with pytest.raises(ConfigError, match=f"{THREADS_ENV} must be a positive integer, got {text!r}"):
+        cpu_threads(0, cores=4, env={THREADS_ENV: text})
+
+
+def test_resolving_the_cpu_sets_torchs_threads(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv(THREADS_ENV, "3")
+        assert resolve_device("cpu") == torch.device("cpu") and torch.get_num_threads() == 3
+        assert resolve_device("cpu", threads=1) == torch.device("cpu") and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_site_config_refuses_negative_threads():
+    with pytest.raises(ConfigError, match="site.cpu_threads must be >= 0"):
+        SiteConfig(cpu_threads=-1)

@@ -18,6 +18,7 @@ from typing import Any
 from endofed.compare.arms import arm_names, selected
 from endofed.compare.plots import plot_auc, plot_label_efficiency, plot_learning_curves
 from endofed.compare.runner import Context
+from endofed.compare.shortcut import shortcut_lines, shortcut_rows, test_intensities
 from endofed.compare.tables import (
     ALL_SITES,
     check_units,
@@ -32,7 +33,7 @@ from endofed.compare.tables import (
 )
 from endofed.compare.units import UnitResult
 
-REPORT, RESULTS, SUMMARY = "report.md", "results.csv", "summary.csv"
+REPORT, RESULTS, SUMMARY, SHORTCUT = "report.md", "results.csv", "summary.csv", "shortcut.csv"
 
 
 @dataclass
@@ -64,6 +65,8 @@ def write_outputs(ctx: Context, results: Sequence[UnitResult], seconds: float) -
     write_csv(out / RESULTS, seed_rows(gathered, spec.bootstrap))
     summary = summarise(gathered, spec.bootstrap)
     write_csv(out / SUMMARY, summary)
+    shortcut = shortcut_rows(gathered, test_intensities(ctx.sites))
+    write_csv(out / SHORTCUT, shortcut)
     figures = {
         "AUC per arm and site": plot_auc(summary, spec.arms, out / "plots" / "auc_by_arm.png"),
         "Learning curves": plot_learning_curves(results, spec.local_epochs, out / "plots" / "learning_curves.png"),
@@ -71,7 +74,7 @@ def write_outputs(ctx: Context, results: Sequence[UnitResult], seconds: float) -
     if spec.label_fractions and any(arm.label_efficiency for arm in selected(spec.arms)):
         figures["Label efficiency"] = plot_label_efficiency(summary, out / "plots" / "label_efficiency.png")
     figures |= _previews(ctx, results)
-    text = render(ctx, summary, gathered, checks, figures, seconds)
+    text = render(ctx, summary, gathered, checks, figures, seconds, shortcut)
     (out / REPORT).write_text(text, encoding="utf-8")
     return Outputs(out / REPORT, summary, checks)
 
@@ -203,6 +206,7 @@ def render(
     checks: Mapping[str, Any],
     figures: Mapping[str, Path],
     seconds: float,
+    shortcut: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     """``report.md``."""
     spec = ctx.spec
@@ -228,6 +232,7 @@ def render(
         *result_table(summary, spec.arms),
         "",
         *_label_table(summary),
+        *shortcut_lines(shortcut, spec.arms),
         *_budget_lines(ctx),
         *_check_lines(checks),
         "## Figures",
@@ -235,7 +240,8 @@ def render(
         *[f"### {title}\n\n![{title}]({path.relative_to(ctx.out)})\n" for title, path in figures.items()],
         "## Files",
         "",
-        f"`{RESULTS}` (per seed), `{SUMMARY}` (per arm), `units/*/unit.json` (test predictions with site-local "
+        f"`{RESULTS}` (per seed), `{SUMMARY}` (per arm), `{SHORTCUT}` (the shortcut check), "
+        "`units/*/unit.json` (test predictions with site-local "
         "subject ids: keep them local), `units/seed*/federation/` (Flower logs, round log, global encoders).",
         "",
     ]

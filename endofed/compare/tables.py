@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -70,7 +70,10 @@ def check_units(results: Sequence[UnitResult], test_ids: Mapping[str, Sequence[s
 
 @dataclass
 class ArmPredictions:
-    """One arm at one site (or all sites) and label fraction: labels ``(N,)``, probabilities ``(seeds, N)``."""
+    """One arm at one site (or all sites) and label fraction: labels ``(N,)``, probabilities ``(seeds, N)``.
+
+    ``subjects`` names the ``N`` test patients in order (site-local ids; all sites: ``site/subject``).
+    """
 
     site: str
     arm: str
@@ -78,6 +81,7 @@ class ArmPredictions:
     seeds: list[int]
     labels: np.ndarray
     probs: np.ndarray
+    subjects: list[str] = field(default_factory=list)
 
 
 def gather(results: Sequence[UnitResult], arms: Sequence[str]) -> list[ArmPredictions]:
@@ -95,7 +99,7 @@ def gather(results: Sequence[UnitResult], arms: Sequence[str]) -> list[ArmPredic
         subjects = sorted(per_seed[seeds[0]])
         labels = np.array([per_seed[seeds[0]][s][0] for s in subjects])
         probs = np.array([[per_seed[seed][s][1] for s in subjects] for seed in seeds])
-        gathered.append(ArmPredictions(site, arm, fraction, seeds, labels, probs))
+        gathered.append(ArmPredictions(site, arm, fraction, seeds, labels, probs, subjects))
     return gathered + _all_sites(gathered)
 
 
@@ -110,7 +114,8 @@ def _all_sites(gathered: Sequence[ArmPredictions]) -> list[ArmPredictions]:
         parts.sort(key=lambda g: g.site)
         labels = np.concatenate([p.labels for p in parts])
         probs = np.concatenate([p.probs for p in parts], axis=1)
-        out.append(ArmPredictions(ALL_SITES, arm, fraction, parts[0].seeds, labels, probs))
+        subjects = [f"{p.site}/{s}" for p in parts for s in p.subjects]
+        out.append(ArmPredictions(ALL_SITES, arm, fraction, parts[0].seeds, labels, probs, subjects))
     return out
 
 

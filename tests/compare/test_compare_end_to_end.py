@@ -111,6 +111,15 @@ def test_compare_runs_every_arm_on_the_same_test_patients_without_leakage(experi
     for arm in ARMS:
         assert f"| {arm} |" in report
     assert "## Summary" in report and "No held-out test patient trained any unit" in report
+    # The shortcut check: one row per site, every arm's rank correlation with the mean intensities.
+    assert "## Shortcut check (mean intensity alone)" in report
+    with (out / "shortcut.csv").open() as handle:
+        shortcut = list(csv.DictReader(handle))
+    n_test = {r["site"]: int(r["n_test"]) for r in rows if r["arm"] == "scratch" and r["site"] != "all sites"}
+    assert {r["site"]: int(r["n"]) for r in shortcut} == n_test
+    for row in shortcut:
+        assert 0.0 <= float(row["auc_T1"]) <= 1.0 and 0.0 <= float(row["auc_T2"]) <= 1.0
+        assert all(-1.0 <= float(row[f"rho_{m}_{arm}"]) <= 1.0 for arm in ARMS for m in ("T1", "T2"))
     for figure in ("auc_by_arm.png", "learning_curves.png", "label_efficiency.png"):
         assert (out / "plots" / figure).stat().st_size > 1000 and f"plots/{figure}" in report
 

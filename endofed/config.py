@@ -49,6 +49,8 @@ __all__ = [
 
 TRANSPORTS = ("fp32", "bf16", "delta_int8")
 INTERPOLATIONS = ("linear", "bspline", "nearest")
+PATCH_EMBEDS = ("linear", "mlp")  # patch embeddings of endofed.models.stem
+POOLINGS = ("mean", "max")  # token pooling of the classifier head (endofed.models.classifier)
 SPLITS = ("train", "val", "test")
 THREADS_ENV = "ENDOFED_CPU_THREADS"  # torch CPU threads per site process (see training/device.py)
 
@@ -72,8 +74,11 @@ class DataConfig:
     target_spacing: tuple[float, float, float] = (1.0, 1.0, 3.0)  # mm (R, A, S); pelvic MRI is anisotropic
     roi_size: tuple[int, int, int] = (128, 128, 32)  # voxels after crop/pad, centred on the T2 field of view
     interpolation: str = "linear"  # image resampling: linear | bspline | nearest
-    norm_percentiles: tuple[float, float] = (0.5, 99.5)  # robust intensity range per channel -> [0, 1]
-    norm_clip: bool = True  # clip normalised intensities to [0, 1]
+    # The upper percentile sits below the top 5% so that a bright lesion (an endometrioma is ~0.5% of the ROI)
+    # can neither move it nor be clipped: with (0.5, 99.5) and clipping, a T1-bright endometrioma became a
+    # global intensity shift (docs/evidence-round2-notes.md).
+    norm_percentiles: tuple[float, float] = (1.0, 95.0)  # robust range per channel -> [0, 1] (non-zero voxels)
+    norm_clip: bool = False  # clip normalised intensities to [0, 1] (off: only below 0; bright lesions keep contrast)
     allow_missing_modality: bool = False  # accept cases with only T1 or only T2 (channel zero, mask zero)
     min_overlap_fraction: float = 0.05  # T1 must cover at least this fraction of the T2 grid (world coords)
     cache_dtype: str = "float32"  # dtype of cached volumes: float32 | float16
@@ -113,6 +118,10 @@ class ModelConfig:
     decoder_heads: int = 12  # MAE decoder attention heads
     num_classes: int = 2  # classification head outputs
     drop_path: float = 0.1  # stochastic depth rate (fine-tuning)
+    patch_embed: str = "linear"  # linear (ViT) | mlp (patch-local MLP over stem_block sub-blocks, max+mean pooled)
+    stem_block: tuple[int, int, int] = (4, 4, 2)  # mlp patch embedding: voxels per sub-block (divides patch_size)
+    stem_dim: int = 64  # mlp patch embedding: hidden width
+    pooling: str = "mean"  # classifier head: mean | max over tokens (max: a finding in any one token counts)
 
     def __post_init__(self) -> None:
         _require(len(self.patch_size) == 3, f"model.patch_size needs 3 values, got {self.patch_size!r}")
@@ -129,6 +138,18 @@ class ModelConfig:
         )
         _require(self.num_classes >= 2, f"model.num_classes must be >= 2, got {self.num_classes!r}")
         _require(0 <= self.drop_path < 1, f"model.drop_path must be in [0, 1), got {self.drop_path!r}")
+        _require(
+            self.patch_embed in PATCH_EMBEDS,
+            f"model.patch_embed must be one of {PATCH_EMBEDS}, got {self.patch_embed!r}",
+        )
+        _require(self.pooling in POOLINGS, f"model.pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        _require(self.stem_dim > 0, f"model.stem_dim must be > 0, got {self.stem_dim!r}")
+        _require(
+            len(self.stem_block) == 3
+            and len(self.patch_size) == 3
+            and all(b > 0 and p % b == 0 for p, b in zip(self.patch_size, self.stem_block, strict=True)),
+            f"model.stem_block {self.stem_block!r} must divide model.patch_size {self.patch_size!r} on every axis",
+        )
 
 
 @dataclass(frozen=True)
@@ -174,6 +195,8 @@ class FinetuneConfig:
     layer_decay: float = 0.75  # layer-wise LR decay (1.0 = off)
     class_weighted: bool = True  # weight the loss by inverse class frequency
     augment: bool = True  # flips, small affine, intensity jitter
+    flip_axes: tuple[int, ...] = (0, 1, 2)  # augmentation flips these axes (0 = left-right only is anatomical)
+    max_rotation_deg: float = 10.0  # augmentation rotation about each axis, +- degrees (0 = none)
     test_fraction: float = 0.2  # held-out patient-level test split when the manifest gives none
     bootstrap: int = 1000  # bootstrap resamples for 95% CIs
     split_seed: int = -1  # seed of the patient-level test/val split (-1: the global seed)
@@ -182,6 +205,14 @@ class FinetuneConfig:
         for name in ("epochs", "batch_size", "lr"):
             _positive(f"finetune.{name}", getattr(self, name))
         _require(0 < self.layer_decay <= 1, f"finetune.layer_decay must be in (0, 1], got {self.layer_decay!r}")
+        _require(
+            all(axis in (0, 1, 2) for axis in self.flip_axes) and len(set(self.flip_axes)) == len(self.flip_axes),
+            f"finetune.flip_axes must be distinct axes among 0, 1, 2, got {self.flip_axes!r}",
+        )
+        _require(
+            0 <= self.max_rotation_deg <= 45,
+            f"finetune.max_rotation_deg must be in [0, 45], got {self.max_rotation_deg!r}",
+        )
         _require(0 <= self.test_fraction < 1, f"finetune.test_fraction must be in [0, 1), got {self.test_fraction!r}")
         _require(self.bootstrap >= 0, f"finetune.bootstrap must be >= 0, got {self.bootstrap!r}")
         _require(

@@ -27,7 +27,7 @@ def test_defaults_are_valid_and_frozen():
         cfg.seed = 3  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("name", ["tiny.yaml", "default.yaml"])
+@pytest.mark.parametrize("name", ["tiny.yaml", "default.yaml", "cpu.yaml"])
 def test_shipped_configs_load(name):
     cfg = load_config(CONFIGS / name)
     assert isinstance(cfg.data.roi_size, tuple)

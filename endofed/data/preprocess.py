@@ -7,7 +7,7 @@ Pipeline (ARCHITECTURE.md §2), folded so that each image is interpolated exactl
 2. each modality is resampled onto that grid **by world coordinates** (its own affine), with MONAI's
    ``SpatialResample`` — so T1 lands on the T2 grid whatever its own grid, FOV and orientation;
 3. a validity mask per modality marks the output voxels inside that modality's field of view;
-4. each channel is robustly normalised (percentiles over its valid voxels) and zeroed outside its mask.
+4. each channel is robustly normalised (percentiles over its valid, non-zero voxels) and zeroed outside its mask.
 
 Channel order is fixed: 0 = T1, 1 = T2.
 """
@@ -46,27 +46,34 @@ class Preprocessed:
 
 
 def robust_normalise(values: np.ndarray, valid: np.ndarray, percentiles: tuple[float, float], clip: bool) -> np.ndarray:
-    """Map the ``percentiles`` of the valid voxels to 0 and 1; invalid voxels become 0.
+    """Map the ``percentiles`` of the valid, non-zero voxels to 0 and 1; invalid voxels become 0.
+
+    Exact zeros (a zero-filled background or padding) are left out of the percentiles. When both percentiles
+    coincide (an object on a constant background filling more than ``100 - hi`` percent of the image) the
+    maximum takes the place of the upper one, so that the object still maps to 1.
 
     Args:
         values: intensities, any shape.
         valid: boolean mask of the same shape; percentiles are computed over these voxels only.
         percentiles: ``(lo, hi)`` in [0, 100].
-        clip: clip the result to [0, 1].
+        clip: clip the result to [0, 1]; otherwise only below 0 (values above the upper percentile, such as
+            a bright lesion, keep their contrast).
 
     Returns:
         float32 array of ``values``' shape. A constant image maps to 0 everywhere.
     """
     out = np.zeros(values.shape, dtype=np.float32)
-    if not np.any(valid):
+    sample = values[valid]
+    sample = sample[sample != 0]
+    if sample.size == 0:
         return out
-    lo, hi = np.percentile(values[valid], percentiles)
+    lo, hi = np.percentile(sample, percentiles)
+    if hi <= lo:
+        hi = float(sample.max())
     scale = float(hi - lo)
     if scale <= 0:
         return out
-    scaled = (values - lo) / scale
-    if clip:
-        scaled = np.clip(scaled, 0.0, 1.0)
+    scaled = np.clip((values - lo) / scale, 0.0, 1.0 if clip else None)
     out[valid] = scaled[valid]
     return out
 

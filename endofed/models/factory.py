@@ -86,6 +86,9 @@ def build_encoder(
         drop_path=drop_path,
         num_modalities=NUM_MODALITIES,
         generator=generator,
+        patch_embed=cfg.patch_embed,
+        stem_block=cfg.stem_block,
+        stem_dim=cfg.stem_dim,
     )
 
 
@@ -147,7 +150,7 @@ def build_classifier(
     if state is not None:
         return from_state(lambda: build_classifier(cfg, roi_size), state)
     encoder = build_encoder(cfg, roi_size, drop_path=cfg.drop_path, generator=generator)
-    return Classifier3D(encoder, cfg.num_classes, generator=generator)
+    return Classifier3D(encoder, cfg.num_classes, generator=generator, pooling=cfg.pooling)
 
 
 def load_encoder(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:

@@ -1,7 +1,8 @@
 """ViT3D: the multi-modal 3D vision-transformer encoder, the only part of a model that is federated.
 
 Tokens: every modality (channel 0 = T1, 1 = T2) is cut into ``L = gx * gy * gz`` patches and embedded by its
-own linear layer (``patch_embed.<m>``), then the modality-major sequence of ``N = M * L`` tokens gets a fixed
+own patch embedding (``patch_embed.<m>``: a linear layer, or the sub-block MLP of :mod:`endofed.models.stem`),
+then the modality-major sequence of ``N = M * L`` tokens gets a fixed
 sin-cos position embedding (same for every modality) plus a learned per-modality embedding. Token order is
 that of :mod:`endofed.models.patches`.
 
@@ -14,6 +15,7 @@ parameter (never in the optimiser) and not in ``state_dict()``, so the federated
 and the state-dict keys do not depend on the ROI. State-dict keys (stable, tested)::
 
     patch_embed.<m>.{weight,bias}  modality_embed  blocks.<i>.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.*
+    (with the ``mlp`` patch embedding: patch_embed.<m>.{fc1,fc2,proj}.{weight,bias})
     norm.{weight,bias}
 """
 
@@ -26,6 +28,7 @@ from torch import nn
 
 from endofed.models.blocks import LAYER_NORM_EPS, Block, init_normal, init_weights, sincos_position_embedding_3d
 from endofed.models.patches import grid_size, patchify
+from endofed.models.stem import patch_embedding
 
 
 def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -54,6 +57,9 @@ class ViT3D(nn.Module):
         drop_path: stochastic-depth rate of the last block (linearly increasing from 0 over the blocks).
         num_modalities: input channels ``M``, each with its own patch embedding.
         generator: random source for the initial weights (``None`` = global RNG).
+        patch_embed: ``linear`` (ViT's) or ``mlp`` (patch-local sub-block MLP, :mod:`endofed.models.stem`).
+        stem_block: sub-block size of the ``mlp`` embedding (must divide ``patch_size``).
+        stem_dim: hidden width of the ``mlp`` embedding.
 
     Example::
 
@@ -74,6 +80,9 @@ class ViT3D(nn.Module):
         drop_path: float = 0.0,
         num_modalities: int = 2,
         generator: torch.Generator | None = None,
+        patch_embed: str = "linear",
+        stem_block: Sequence[int] = (4, 4, 2),
+        stem_dim: int = 64,
     ) -> None:
         super().__init__()
         self.grid = grid_size(roi_size, patch_size)  # validates divisibility
@@ -91,7 +100,10 @@ class ViT3D(nn.Module):
         self.num_tokens = num_modalities * self.tokens_per_modality
         self.patch_voxels = self.patch_size[0] * self.patch_size[1] * self.patch_size[2]
 
-        self.patch_embed = nn.ModuleList(nn.Linear(self.patch_voxels, embed_dim) for _ in range(num_modalities))
+        self.patch_embed = nn.ModuleList(
+            patch_embedding(patch_embed, self.patch_size, embed_dim, stem_block, stem_dim)
+            for _ in range(num_modalities)
+        )
         self.modality_embed = nn.Parameter(torch.zeros(num_modalities, embed_dim))
         self.register_buffer("pos_embed", sincos_position_embedding_3d(self.grid, embed_dim), persistent=False)
         rates = torch.linspace(0.0, drop_path, depth, device="cpu").tolist()  # real numbers also under meta

@@ -3,7 +3,8 @@
 Output of one site ``NAME`` under ``OUT``::
 
     OUT/site_NAME.yaml                     site config for `endofed data check` / training / federation
-    OUT/NAME/manifest.csv                  subject_id,t1,t2,label (blank label = unlabelled)
+    OUT/NAME/manifest.csv                  subject_id,t1,t2,label (blank label = unlabelled); with
+                                           cohort.test_subjects also split (train, or test for those)
     OUT/NAME/data/<subject>/{T1,T2}.nii.gz int16 scanner units, each on its own grid and orientation
     OUT/NAME/truth/subjects.csv            true and observed labels, findings and sizes, each scan's tilt and
                                            ghost amplitude (tests/benchmarks only)
@@ -70,8 +71,14 @@ class SubjectSpec:
     findings: tuple[F, ...]
 
 
-def draw_subject(rng: np.random.Generator, cohort: CohortProfile, subject_id: str) -> SubjectSpec:
-    """Draw label, signs (positives: at least one) and mimics (everyone, independent of the label)."""
+def draw_subject(
+    rng: np.random.Generator, cohort: CohortProfile, subject_id: str, labelled: bool = False
+) -> SubjectSpec:
+    """Draw label, signs (positives: at least one) and mimics (everyone, independent of the label).
+
+    ``labelled`` forces a label (test subjects); otherwise ``cohort.labelled_fraction`` decides. The same
+    draws are made either way.
+    """
     label = int(rng.random() < cohort.prevalence)
     findings: list[F] = []
     if label:
@@ -90,7 +97,7 @@ def draw_subject(rng: np.random.Generator, cohort: CohortProfile, subject_id: st
                                     cohort.mimics.dermoid, cohort.mimics.fibroid), strict=True))  # fmt: skip
     findings += [mimic for mimic, p in mimic_rates.items() if rng.random() < p]
     flipped = rng.random() < cohort.label_noise
-    labelled = rng.random() < cohort.labelled_fraction
+    labelled = bool(rng.random() < cohort.labelled_fraction) or labelled
     observed = (1 - label if flipped else label) if labelled else None
     return SubjectSpec(subject_id, label, observed, tuple(findings))
 
@@ -145,18 +152,21 @@ def write_site(
     """Generate and write one site (see the module docstring); returns the path of its site YAML."""
     root = out / site.name
     manifest_rows, truth_rows = [], []
-    for index in range(site.cohort.subjects):
+    with_test = site.cohort.test_subjects > 0
+    for index in range(site.cohort.subjects + site.cohort.test_subjects):
         rng = np.random.default_rng([seed, site_index, index])
-        spec = draw_subject(rng, site.cohort, f"{site.name}-{index + 1:04d}")
+        is_test = index >= site.cohort.subjects
+        spec = draw_subject(rng, site.cohort, f"{site.name}-{index + 1:04d}", labelled=is_test)
         acquisitions, records = render_subject(spec, site, scale, rng)
         save_subject(root, spec.subject_id, {name: (acq.image, acq.affine) for name, acq in acquisitions.items()})
         for name, acq in acquisitions.items():
             save_nifti(acq.findings, acq.affine, root / "truth" / f"{spec.subject_id}_{name}_findings.nii.gz")
             save_nifti(acq.tissues, acq.affine, root / "truth" / f"{spec.subject_id}_{name}_tissues.nii.gz")
-        row = manifest_row(spec.subject_id, spec.observed)
+        split = ("test" if is_test else "train") if with_test else None
+        row = manifest_row(spec.subject_id, spec.observed, split)
         manifest_rows.append(row)
         acquisition = json.dumps(acquisition_record(acquisitions))
-        truth_rows.append([spec.subject_id, spec.label, row[-1], json.dumps(records), acquisition])  # row[-1]: observed
+        truth_rows.append([spec.subject_id, spec.label, row[3], json.dumps(records), acquisition])  # row[3]: observed
         if on_subject is not None:
             on_subject(spec)
     header = ["subject_id", "label_true", "label_observed", "findings", "acquisition"]

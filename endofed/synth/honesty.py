@@ -27,7 +27,8 @@ from endofed.data.preprocess import preprocess_case, resample_to_grid
 from endofed.finetune.metrics import auc
 from endofed.synth.anatomy import F
 
-LEVELS = (0.33, 0.66)  # cut points of normalised intensity: low / mid / high
+LEVELS = (0.5, 1.0)  # cut points of normalised intensity: low / mid / high (above the 95th percentile)
+HISTOGRAM_TOP = 2.0  # histograms span [0, 2] of the normalised range; nothing above it is dropped
 BASELINES = ("histogram", "oracle", "cand T1", "cand T2", "cand T1+T2")
 
 
@@ -35,17 +36,17 @@ def histogram_features(image: np.ndarray, mask: np.ndarray, bins: int = 32) -> n
     """Concatenated normalised intensity histograms of each channel over its valid voxels.
 
     Args:
-        image: ``(C, X, Y, Z)`` normalised model input (values in [0, 1]).
+        image: ``(C, X, Y, Z)`` normalised model input (mostly in [0, 1]; bright tissue and lesions above).
         mask: ``(C, X, Y, Z)`` validity masks.
-        bins: bins per channel over [0, 1].
+        bins: bins per channel over [0, HISTOGRAM_TOP]; values above it count in the last bin.
 
     Returns:
         ``(C * bins,)`` densities (each channel's histogram sums to 1).
     """
     features = []
     for channel in range(image.shape[0]):
-        values = image[channel][mask[channel] > 0]
-        counts, _ = np.histogram(values, bins=bins, range=(0.0, 1.0))
+        values = np.clip(image[channel][mask[channel] > 0], 0.0, HISTOGRAM_TOP)
+        counts, _ = np.histogram(values, bins=bins, range=(0.0, HISTOGRAM_TOP))
         features.append(counts / max(counts.sum(), 1))
     return np.concatenate(features).astype(np.float64)
 

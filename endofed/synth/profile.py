@@ -103,6 +103,7 @@ class CohortProfile:
     """Who is scanned at a site."""
 
     subjects: int = 100  # number of subjects
+    test_subjects: int = 0  # extra labelled subjects fixed as the site's test set (manifest split; 0 = none)
     labelled_fraction: float = 0.5  # share of subjects with a label in the manifest (rest: unlabelled)
     prevalence: float = 0.4  # share of subjects with endometriosis
     label_noise: float = 0.03  # share of labels flipped (imperfect surgical confirmation)
@@ -113,6 +114,8 @@ class CohortProfile:
     def __post_init__(self) -> None:
         if self.subjects < 1:
             raise ConfigError(f"subjects must be >= 1, got {self.subjects!r}")
+        if self.test_subjects < 0:
+            raise ConfigError(f"test_subjects must be >= 0, got {self.test_subjects!r}")
         probabilities = {
             "labelled_fraction": self.labelled_fraction,
             "prevalence": self.prevalence,

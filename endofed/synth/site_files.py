@@ -48,9 +48,13 @@ def save_subject(root: Path, subject_id: str, images: dict[str, tuple[np.ndarray
         save_nifti(image, affine, root / image_file(subject_id, modality))
 
 
-def manifest_row(subject_id: str, label: int | None) -> list[str]:
-    """One manifest row: the subject, its T1 and T2 files, and its label (``None`` = unlabelled, blank)."""
-    return [subject_id, image_file(subject_id, "T1"), image_file(subject_id, "T2"), "" if label is None else str(label)]
+def manifest_row(subject_id: str, label: int | None, split: str | None = None) -> list[str]:
+    """One manifest row: subject, T1 and T2 files, label (``None`` = unlabelled, blank)[, fixed split].
+
+    ``split`` (``train`` / ``test``), when given, fixes that subject's split in the manifest.
+    """
+    row = [subject_id, image_file(subject_id, "T1"), image_file(subject_id, "T2"), "" if label is None else str(label)]
+    return row if split is None else [*row, split]
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -71,13 +75,14 @@ def write_manifest_and_yaml(
         root: the site folder (holds ``data/``; gets ``manifest.csv``; its ``work/`` is the work dir).
         site_yaml: where the site YAML goes (inside ``root`` or beside it).
         site_id: the site's name.
-        rows: :func:`manifest_row` of every subject, in manifest order.
+        rows: :func:`manifest_row` of every subject, in manifest order (all with a split, or none).
         device: the site's ``device`` setting (``cpu``, ``auto`` ...).
 
     Returns:
         ``site_yaml``.
     """
-    write_csv(root / MANIFEST_FILE, MANIFEST_COLUMNS, rows)
+    with_split = any(len(row) > len(MANIFEST_COLUMNS) for row in rows)
+    write_csv(root / MANIFEST_FILE, [*MANIFEST_COLUMNS, "split"] if with_split else MANIFEST_COLUMNS, rows)
     base = Path(os.path.relpath(root, site_yaml.parent))
     config = {
         "site_id": site_id,

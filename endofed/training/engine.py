@@ -121,6 +121,15 @@ class StageResult:
 OptimizerState = tuple[dict[str, torch.Tensor], dict[str, Any]]  # see endofed.io.optim.optimizer_tensors
 
 
+def augment_params(cfg: ExperimentConfig) -> AugmentParams:
+    """Fine-tuning augmentation of an experiment: its flips and rotation range, at the target voxel spacing."""
+    return AugmentParams(
+        flip_axes=cfg.finetune.flip_axes,
+        max_rotation_deg=cfg.finetune.max_rotation_deg,
+        spacing=cfg.data.target_spacing,
+    )
+
+
 def _optimizer(model: nn.Module, stage: Stage, cfg: ExperimentConfig, device: torch.device) -> torch.optim.Optimizer:
     """The phase's AdamW over a schedule of ``stage.schedule_epochs``."""
     if isinstance(model, MaskedAutoencoder3D):
@@ -189,7 +198,7 @@ def run_stage(
             (metrics,) = finetune_epochs(
                 model, loader, dataclasses.replace(cfg.finetune, epochs=stage.schedule_epochs), device,
                 seed=stage.loop_seed(cfg.seed), class_counts=counts,
-                augment=AugmentParams(spacing=cfg.data.target_spacing), optimizer=optimizer, first_epoch=epoch,
+                augment=augment_params(cfg), optimizer=optimizer, first_epoch=epoch,
                 num_epochs=1, on_step=on_step, regulariser=regulariser,
             )  # fmt: skip
         history.append(metrics)

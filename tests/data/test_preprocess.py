@@ -15,14 +15,23 @@ CENTRE = (12.0, -8.0, 20.0)  # world mm of the object's centre, away from every 
 
 
 def test_robust_normalise_by_hand():
-    values = np.array([0.0, 10.0, 20.0, 30.0, 40.0, 1000.0])
-    valid = np.array([True, True, True, True, True, False])
-    # Valid values 0..40; percentiles (0, 100) -> 0 and 40: x / 40; the invalid voxel becomes 0.
+    values = np.array([10.0, 20.0, 30.0, 40.0, 50.0, 1000.0, 0.0])
+    valid = np.array([True, True, True, True, True, False, True])
+    # Valid non-zero values 10..50 (the exact zero is background, left out); percentiles (0, 100) -> 10 and 50:
+    # (x - 10) / 40; the invalid voxel becomes 0, the zero maps below 0 and is clipped there.
     out = robust_normalise(values, valid, (0.0, 100.0), clip=True)
-    np.testing.assert_allclose(out, [0.0, 0.25, 0.5, 0.75, 1.0, 0.0])
-    # Percentiles (25, 75) of 0..40 are 10 and 30: (x - 10) / 20, clipped to [0, 1] or not.
-    np.testing.assert_allclose(robust_normalise(values, valid, (25.0, 75.0), clip=False)[:5], [-0.5, 0, 0.5, 1, 1.5])
+    np.testing.assert_allclose(out, [0.0, 0.25, 0.5, 0.75, 1.0, 0.0, 0.0])
+    # Percentiles (25, 75) of 10..50 are 20 and 40: (x - 20) / 20; clipped to [0, 1], or only below 0.
+    np.testing.assert_allclose(robust_normalise(values, valid, (25.0, 75.0), clip=False)[:5], [0, 0, 0.5, 1, 1.5])
     np.testing.assert_allclose(robust_normalise(values, valid, (25.0, 75.0), clip=True)[:5], [0, 0, 0.5, 1, 1])
+
+
+def test_robust_normalise_small_object_on_a_constant_background():
+    # 2 bright voxels in 100: the 1st and 95th percentiles are both the background, so the maximum is used.
+    values = np.full(100, 100.0)
+    values[:2] = 1000.0
+    out = robust_normalise(values, np.ones(100, bool), (1.0, 95.0), clip=False)
+    np.testing.assert_allclose(out[:3], [1.0, 1.0, 0.0])
 
 
 def test_robust_normalise_constant_and_empty():
@@ -32,7 +41,8 @@ def test_robust_normalise_constant_and_empty():
 
 
 def _object_centroid(channel: np.ndarray) -> np.ndarray:
-    return np.array(ndimage.center_of_mass(channel > 0.5))
+    """Centroid of the voxels above half the channel's maximum (the bright sphere, whatever the scaling)."""
+    return np.array(ndimage.center_of_mass(channel > 0.5 * channel.max()))
 
 
 @pytest.mark.parametrize("t2_code", ["LAS", "PSR", "LSP", "RAS"])
@@ -113,4 +123,8 @@ def test_real_mri_from_nibabel_is_ingested():
     assert volume.orientation == "LAS" and volume.source_dtype.endswith("i2")
     pre = preprocess_case(volume, volume, DataConfig(target_spacing=(2.0, 2.0, 2.0), roi_size=(32, 32, 16)))
     np.testing.assert_allclose(pre.image[0], pre.image[1])
-    assert 0.0 <= pre.image.min() and pre.image.max() == pytest.approx(1.0)
+    # The default range (1st to 95th percentile of the non-zero voxels, clipped below only): 0 at the bottom,
+    # a twentieth of the voxels above 1, none far above it on a real brain.
+    valid = pre.image[1][pre.mask[1] > 0]
+    assert valid.min() == 0.0 and 1.0 < valid.max() < 3.0
+    assert 0.02 < float(np.mean(valid > 1.0)) < 0.1

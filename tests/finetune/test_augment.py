@@ -146,3 +146,19 @@ def test_shape_mismatch_is_refused():
         flip_batch(image, mask.float(), torch.zeros(2, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"\(2, 3\)"):
         flip_batch(image, mask, torch.zeros(3, 3, dtype=torch.bool))
+
+
+def test_the_experiments_augmentation_follows_its_config():
+    from endofed.config import load_config
+    from endofed.errors import ConfigError
+    from endofed.training.engine import augment_params
+    from tests.helpers import TINY
+
+    cfg = load_config(TINY, ["finetune.flip_axes=[0]", "finetune.max_rotation_deg=0"])
+    params = augment_params(cfg)
+    assert params.flip_axes == (0,) and params.max_rotation_deg == 0.0
+    assert params.spacing == cfg.data.target_spacing
+    with pytest.raises(ConfigError, match="finetune.flip_axes must be distinct axes among 0, 1, 2"):
+        load_config(TINY, ["finetune.flip_axes=[0, 3]"])
+    with pytest.raises(ConfigError, match=r"finetune.max_rotation_deg must be in \[0, 45\]"):
+        load_config(TINY, ["finetune.max_rotation_deg=60"])

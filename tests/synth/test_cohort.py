@@ -90,3 +90,28 @@ def test_bilateral_endometriomas_sit_on_both_ovaries():
         spec = SubjectSpec("s", 1, 1, (F.ENDOMETRIOMA, F.ENDOMETRIOMA))
         _, records = build_scene(spec, CohortProfile(), np.random.default_rng(seed))
         assert sorted(r["site"] for r in records) == ["left_ovary", "right_ovary"]
+
+
+def test_test_subjects_are_extra_labelled_and_fixed_in_the_manifest(tmp_path):
+    from endofed.config import load_site_config
+    from endofed.data.manifest import load_cases
+    from endofed.synth.profile import SiteProfile
+
+    base = SiteProfile(name="s", cohort=CohortProfile(subjects=3, labelled_fraction=0.0))
+    with_test = SiteProfile(name="s", cohort=CohortProfile(subjects=3, labelled_fraction=0.0, test_subjects=4))
+    (plain_yaml,) = generate([base], tmp_path / "plain", "tiny", seed=1)
+    (test_yaml,) = generate([with_test], tmp_path / "test", "tiny", seed=1)
+    cases = {c.subject_id: c for c in load_cases(load_site_config(test_yaml))}
+    assert sorted(cases) == [f"s-{i:04d}" for i in range(1, 8)]
+    test = [c for c in cases.values() if c.split == "test"]
+    assert sorted(c.subject_id for c in test) == ["s-0004", "s-0005", "s-0006", "s-0007"]
+    assert all(c.label in (0, 1) for c in test)  # always labelled, whatever labelled_fraction says
+    assert all(cases[f"s-000{i}"].split == "train" and cases[f"s-000{i}"].label is None for i in (1, 2, 3))
+    # Adding test subjects leaves the development subjects untouched (same voxels, same labels).
+    plain = {c.subject_id: c for c in load_cases(load_site_config(plain_yaml))}
+    assert all(c.split is None for c in plain.values())
+    for subject, case in plain.items():
+        for modality in ("t1", "t2"):
+            a, b = getattr(case, modality), getattr(cases[subject], modality)
+            assert hashlib.sha256(a.read_bytes()).digest() == hashlib.sha256(b.read_bytes()).digest()
+        assert case.label == cases[subject].label

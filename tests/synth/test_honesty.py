@@ -22,7 +22,7 @@ N_SUBJECTS = 120  # 40 per demo3 site: small enough for CI, large enough for sta
 
 
 def test_bag_features_by_hand():
-    candidates = [(0.9, 0.1), (0.5, 0.9), (0.1, 0.5)]  # (T1, T2): high/low, mid/high, low/mid
+    candidates = [(1.5, 0.2), (0.7, 1.8), (0.2, 0.7)]  # (T1, T2): high/low, mid/high, low/mid (cuts 0.5, 1)
     both = bag_features(candidates, [0, 1])
     expected = np.zeros(9)
     expected[2 * 3 + 0] = expected[1 * 3 + 2] = expected[0 * 3 + 1] = 1

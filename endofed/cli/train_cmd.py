@@ -38,9 +38,9 @@ def register(commands: Any) -> None:
         "finetune",
         help="fine-tune and evaluate the classifier (from scratch or a pre-trained encoder)",
         description=(
-            "Fine-tune one model per cross-validation fold of the labelled non-test patients and evaluate "
-            "their ensemble on the held-out test patients (AUC, balanced accuracy, sensitivity, specificity, "
-            "F1, ECE with bootstrap 95% CIs). Writes predictions.csv and results.json (local: subject ids)."
+            "Fine-tune one model on all labelled non-test patients and evaluate it on the held-out test "
+            "patients (AUC, balanced accuracy, sensitivity, specificity, F1, ECE with bootstrap 95% CIs). "
+            "Writes predictions.csv and results.json (local: subject ids)."
         ),
     )
     finetune.add_argument("--site", required=True, metavar="YAML", help="site config")

@@ -4,7 +4,8 @@ Two kinds of file exist:
 
 * an **experiment config** (``configs/tiny.yaml``, ``configs/default.yaml``): how every site preprocesses,
   which model is trained and how. It must be identical at every site of a federation.
-* a **site config** (``configs/sites/*.yaml``): where one hospital's data, work dir and credentials are.
+* a **site config** (``configs/sites/*.yaml``): where one hospital's data, work dir and credentials are
+  (:mod:`endofed.site_config`, with the coordinator's server config; both re-exported here).
 
 Both are parsed by the same strict builder (:mod:`endofed.config_builder`, re-exported here): unknown keys are
 refused with a did-you-mean, every value is type-checked, and each dataclass validates its own ranges in
@@ -19,15 +20,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from endofed.config_builder import apply_overrides, build, load_dataclass, read_yaml, resolve_paths, to_dict
-from endofed.errors import ConfigError
+from endofed.config_builder import apply_overrides, build, load_dataclass, read_yaml, to_dict
+from endofed.config_builder import require as _require
 from endofed.federated.strategies import SAME, STRATEGIES
+from endofed.site_config import THREADS_ENV, ServerConfig, SiteConfig, load_server_config, load_site_config
 from endofed.ssl.mask_modes import MASK_MODES
 
 __all__ = [
     "INTERPOLATIONS",
     "MASK_MODES",
     "SPLITS",
+    "THREADS_ENV",
     "STRATEGIES",
     "TRANSPORTS",
     "DataConfig",
@@ -52,13 +55,6 @@ INTERPOLATIONS = ("linear", "bspline", "nearest")
 PATCH_EMBEDS = ("linear", "mlp")  # patch embeddings of endofed.models.stem
 POOLINGS = ("mean", "max")  # token pooling of the classifier head (endofed.models.classifier)
 SPLITS = ("train", "val", "test")
-THREADS_ENV = "ENDOFED_CPU_THREADS"  # torch CPU threads per site process (see training/device.py)
-
-
-def _require(ok: bool, message: str) -> None:
-    """Raise ``ConfigError(message)`` unless ``ok``."""
-    if not ok:
-        raise ConfigError(message)
 
 
 def _positive(name: str, values: Sequence[float] | float) -> None:
@@ -325,64 +321,6 @@ class ExperimentConfig:
             )
 
 
-@dataclass(frozen=True)
-class SiteConfig:
-    """One hospital: where its data and outputs are. Paths are resolved relative to the site YAML."""
-
-    site_id: str = "site"  # short name shown in logs and the passport (no patient information)
-    data_root: Path = Path("data")  # folder of the source images (read-only, never modified)
-    manifest: Path | None = None  # CSV manifest (subject_id,t1,t2,label[,split]); None = discover folders
-    t1_glob: str = "*T1*.nii*"  # folder discovery: T1 file pattern inside <data_root>/<subject>/
-    t2_glob: str = "*T2*.nii*"  # folder discovery: T2 file pattern inside <data_root>/<subject>/
-    labels_csv: Path | None = None  # folder discovery: optional CSV subject_id,label
-    work_dir: Path = Path("work")  # cache, checkpoints, logs and the data passport go here
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    cpu_threads: int = 0  # torch threads on the CPU (0 = auto: $ENDOFED_CPU_THREADS, else half the cores)
-    server_address: str = "127.0.0.1:9092"  # SuperLink fleet address host:port
-    root_certificates: Path | None = None  # CA certificate that signed the SuperLink's TLS certificate
-    private_key: Path | None = None  # this site's ECDSA private key (SuperNode authentication)
-
-    def __post_init__(self) -> None:
-        _require(
-            bool(self.site_id) and self.site_id.replace("-", "").replace("_", "").isalnum(),
-            f"site.site_id must be non-empty letters, digits, '-' or '_', got {self.site_id!r}",
-        )
-        device_ok = self.device in ("auto", "cpu", "cuda") or (
-            self.device.startswith("cuda:") and self.device[5:].isdigit()
-        )
-        _require(device_ok, f"site.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        _require(self.cpu_threads >= 0, f"site.cpu_threads must be >= 0 (0 = auto), got {self.cpu_threads!r}")
-        host, sep, port = self.server_address.rpartition(":")
-        _require(
-            bool(sep and host and port.isdigit()),
-            f"site.server_address must be host:port, got {self.server_address!r}",
-        )
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """The coordinator: its SuperLink, certificates, registered sites and the run it submits.
-
-    Paths are resolved relative to the server YAML.
-    """
-
-    host: str = "127.0.0.1"  # address the SuperLink binds to (0.0.0.0 to accept other machines; firewall it)
-    port: int = 9092  # SuperLink port (Fleet, Control and Runtime APIs share it in Flower 1.42)
-    address: str = "127.0.0.1"  # name or IP this machine's CLI uses to reach the SuperLink (must be in the cert)
-    ca_certificate: Path = Path("certs/ca.crt")  # CA that signed the server certificate (from endofed certs)
-    server_certificate: Path = Path("certs/server.pem")  # the SuperLink's TLS certificate
-    server_key: Path = Path("certs/server.key")  # its private key
-    site_public_keys: tuple[Path, ...] = ()  # SuperNode public keys to register (certs/keys/<site>.pub)
-    experiment: Path = Path("configs/tiny.yaml")  # experiment config every site trains with
-    overrides: tuple[str, ...] = ()  # section.key=value overrides of the experiment config
-    output_dir: Path = Path("runs/server")  # checkpoints, rounds.jsonl, summary.json, logs, SuperLink database
-    app_dir: Path | None = None  # the Flower app folder (default: found from the current folder)
-
-    def __post_init__(self) -> None:
-        _require(0 < self.port < 65536, f"server.port must be in 1..65535, got {self.port!r}")
-        _require(bool(self.host) and bool(self.address), f"server.host and server.address must be set, got {self!r}")
-
-
 # --------------------------------------------------------------------------------------------------
 # Loaders: YAML file + overrides -> validated config (the builder is endofed.config_builder).
 # --------------------------------------------------------------------------------------------------
@@ -391,31 +329,3 @@ class ServerConfig:
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Load an experiment config from YAML (``None`` = all defaults) plus ``section.key=value`` overrides."""
     return load_dataclass(ExperimentConfig, path, overrides)
-
-
-_SITE_PATH_FIELDS = ("data_root", "manifest", "labels_csv", "work_dir", "root_certificates", "private_key")
-
-
-def load_site_config(path: str | Path, overrides: Sequence[str] = ()) -> SiteConfig:
-    """Load a site YAML; relative paths in it are resolved against the YAML's own folder."""
-    path = Path(path)
-    site = load_dataclass(SiteConfig, path, overrides, "site")
-    return resolve_paths(site, path.resolve().parent, _SITE_PATH_FIELDS)
-
-
-_SERVER_PATH_FIELDS = (
-    "ca_certificate",
-    "server_certificate",
-    "server_key",
-    "site_public_keys",
-    "experiment",
-    "output_dir",
-    "app_dir",
-)
-
-
-def load_server_config(path: str | Path | None, overrides: Sequence[str] = ()) -> ServerConfig:
-    """Load a server YAML (``None`` = defaults relative to the current folder); relative paths resolved."""
-    server = load_dataclass(ServerConfig, path, overrides, "server")
-    base = Path(path).resolve().parent if path is not None else Path.cwd()
-    return resolve_paths(server, base, _SERVER_PATH_FIELDS)

@@ -29,6 +29,12 @@ T = TypeVar("T")
 _SCIENTIFIC = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")  # a number YAML 1.1 leaves as a string, e.g. 1e-5
 
 
+def require(ok: bool, message: str) -> None:
+    """Raise ``ConfigError(message)`` unless ``ok`` (the range checks of every config's ``__post_init__``)."""
+    if not ok:
+        raise ConfigError(message)
+
+
 def _suggest(key: str, choices: Sequence[str]) -> str:
     """Return a ' (did you mean X?)' hint for a mistyped key, or ''."""
     close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)

@@ -45,7 +45,6 @@ def test_every_field_has_a_default_and_a_comment():
 
     import endofed.config as module
 
-    source = inspect.getsource(module)
     for cls in (
         module.DataConfig,
         module.ModelConfig,
@@ -56,6 +55,7 @@ def test_every_field_has_a_default_and_a_comment():
         module.SiteConfig,
         module.ServerConfig,
     ):
+        source = inspect.getsource(cls)
         for field in dataclasses.fields(cls):
             assert field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
             lines = [ln for ln in source.splitlines() if ln.strip().startswith(f"{field.name}:")]

@@ -39,6 +39,7 @@ def test_tiny_scale_coarsens_in_plane_only():
         ("sites:\n  - name: a\n    t1: {oblique_deg: -5}\n", "oblique_deg must be in [0, 45] degrees, got -5.0"),
         ("sites:\n  - name: a\n    t2: {ghosting_rate: 1.5}\n", "ghosting_rate must be in [0, 1], got 1.5"),
         ("sites:\n  - name: a\n    t2: {ghosting_rate: -0.1}\n", "ghosting_rate must be in [0, 1], got -0.1"),
+        ("sites:\n  - name: a\n    cohort: {test_subjects: -1}\n", "test_subjects must be >= 0, got -1"),
         (
             "sites:\n  - name: a\n    cohort: {subject: 3}\n",
             "unknown config key 'sites[0].cohort.subject' (did you mean 'subjects'?)",

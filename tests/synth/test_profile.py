@@ -16,6 +16,18 @@ def test_presets_load():
     assert len({(s.t2.plane, s.t1.kind, s.t1.fat_suppression, s.field_strength) for s in demo}) == 3
 
 
+def test_evidence_preset_is_the_issue_18_benchmark():
+    sites = load_preset("evidence5")
+    assert len(sites) >= 5
+    for site in sites:
+        labels = site.cohort.subjects * site.cohort.labelled_fraction
+        assert 10 <= labels <= 40 and 100 <= site.cohort.subjects <= 300, site.name  # few labels, many scans
+        assert site.cohort.test_subjects >= 100 and site.t1.fat_suppression, site.name  # power; ESUR protocol
+    assert sum(s.t2.oblique_deg > 0 for s in sites) >= 2 and any(0 < s.t2.ghosting_rate < 1 for s in sites)
+    differ = {(s.field_strength, s.t2.plane, s.t1.kind, s.cohort.prevalence) for s in sites}
+    assert len(differ) == len(sites)
+
+
 def test_tiny_scale_coarsens_in_plane_only():
     sequence = SequenceProfile(in_plane_mm=0.6, slice_mm=4.0)
     tiny = at_scale(sequence, "tiny")

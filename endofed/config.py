@@ -52,7 +52,7 @@ __all__ = [
 
 TRANSPORTS = ("fp32", "bf16", "delta_int8")
 INTERPOLATIONS = ("linear", "bspline", "nearest")
-PATCH_EMBEDS = ("linear", "mlp")  # patch embeddings of endofed.models.stem
+PATCH_EMBEDS = ("linear", "mlp", "mlp_joint")  # patch embeddings of endofed.models.stem
 POOLINGS = ("mean", "max")  # token pooling of the classifier head (endofed.models.classifier)
 SPLITS = ("train", "val", "test")
 
@@ -115,6 +115,7 @@ class ModelConfig:
     num_classes: int = 2  # classification head outputs
     drop_path: float = 0.1  # stochastic depth rate (fine-tuning)
     patch_embed: str = "linear"  # linear (ViT) | mlp (patch-local MLP over stem_block sub-blocks, max+mean pooled)
+    # | mlp_joint (mlp reading every modality at the token's location; needs pretrain.mask_mode=shared)
     stem_block: tuple[int, int, int] = (4, 4, 2)  # mlp patch embedding: voxels per sub-block (divides patch_size)
     stem_dim: int = 64  # mlp patch embedding: hidden width
     pooling: str = "mean"  # classifier head: mean | max over tokens (max: a finding in any one token counts)
@@ -319,6 +320,11 @@ class ExperimentConfig:
                 f"data.roi_size {self.data.roi_size!r} must be divisible by model.patch_size "
                 f"{self.model.patch_size!r} (axis {axis})",
             )
+        _require(
+            self.model.patch_embed != "mlp_joint" or self.pretrain.mask_mode == "shared",
+            "model.patch_embed=mlp_joint reads T1 and T2 at each token's location, so pre-training must hide "
+            f"both together: set pretrain.mask_mode=shared (got {self.pretrain.mask_mode!r})",
+        )
 
 
 # --------------------------------------------------------------------------------------------------

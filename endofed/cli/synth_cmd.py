@@ -54,7 +54,7 @@ def run_synth(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     record = {"seed": args.seed, "scale": args.scale, "sites": [to_dict(s) for s in sites]}
     (args.out / "profile_used.yaml").write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
-    total = sum(s.cohort.subjects for s in sites)
+    total = sum(s.cohort.subjects + s.cohort.test_subjects for s in sites)  # test patients are rendered too
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:  # fmt: skip
         task = progress.add_task("rendering subjects", total=total)

@@ -83,6 +83,7 @@ class Classifier3D(nn.Module):
         if not bool(modality_present.any(dim=1).all()):  # host sync, acceptable in fine-tuning
             raise ValueError(f"every case needs at least one modality, got modality_present={modality_present}")
         present = modality_present.repeat_interleave(enc.tokens_per_modality, dim=1)  # (B, N)
+        x = x * modality_present[:, :, None, None, None].to(x.dtype)  # an absent modality is never read (mlp_joint)
         tokens = enc(x, key_mask=present)  # (B, N, E)
         if self.pooling == "max":
             return self.head_norm(tokens.masked_fill(~present.unsqueeze(-1), float("-inf")).amax(dim=1))

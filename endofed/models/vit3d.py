@@ -1,10 +1,10 @@
 """ViT3D: the multi-modal 3D vision-transformer encoder, the only part of a model that is federated.
 
 Tokens: every modality (channel 0 = T1, 1 = T2) is cut into ``L = gx * gy * gz`` patches and embedded by its
-own patch embedding (``patch_embed.<m>``: a linear layer, or the sub-block MLP of :mod:`endofed.models.stem`),
-then the modality-major sequence of ``N = M * L`` tokens gets a fixed
-sin-cos position embedding (same for every modality) plus a learned per-modality embedding. Token order is
-that of :mod:`endofed.models.patches`.
+own patch embedding (``patch_embed.<m>``: a linear layer, or the sub-block MLP of :mod:`endofed.models.stem`;
+``mlp_joint``: that MLP reading every modality's patch at the token's location), then the modality-major
+sequence of ``N = M * L`` tokens gets a fixed sin-cos position embedding (same for every modality) plus a
+learned per-modality embedding. Token order is that of :mod:`endofed.models.patches`.
 
 MAE's trick is two calls: :meth:`ViT3D.embed` embeds all tokens, the caller keeps the visible ones
 (:func:`gather_tokens`), and :meth:`ViT3D.forward_tokens` runs the transformer on those alone.
@@ -57,7 +57,8 @@ class ViT3D(nn.Module):
         drop_path: stochastic-depth rate of the last block (linearly increasing from 0 over the blocks).
         num_modalities: input channels ``M``, each with its own patch embedding.
         generator: random source for the initial weights (``None`` = global RNG).
-        patch_embed: ``linear`` (ViT's) or ``mlp`` (patch-local sub-block MLP, :mod:`endofed.models.stem`).
+        patch_embed: ``linear`` (ViT's), ``mlp`` (patch-local sub-block MLP, :mod:`endofed.models.stem`) or
+            ``mlp_joint`` (the same MLP over every modality's voxels at the token's location).
         stem_block: sub-block size of the ``mlp`` embedding (must divide ``patch_size``).
         stem_dim: hidden width of the ``mlp`` embedding.
 
@@ -101,9 +102,10 @@ class ViT3D(nn.Module):
         self.patch_voxels = self.patch_size[0] * self.patch_size[1] * self.patch_size[2]
 
         self.patch_embed = nn.ModuleList(
-            patch_embedding(patch_embed, self.patch_size, embed_dim, stem_block, stem_dim)
+            patch_embedding(patch_embed, self.patch_size, embed_dim, stem_block, stem_dim, num_modalities)
             for _ in range(num_modalities)
         )
+        self.joint_embed = patch_embed == "mlp_joint"  # each token's embedding reads every modality there
         self.modality_embed = nn.Parameter(torch.zeros(num_modalities, embed_dim))
         self.register_buffer("pos_embed", sincos_position_embedding_3d(self.grid, embed_dim), persistent=False)
         rates = torch.linspace(0.0, drop_path, depth, device="cpu").tolist()  # real numbers also under meta
@@ -142,9 +144,13 @@ class ViT3D(nn.Module):
         """
         b = patches.shape[0]
         per_modality = patches.view(b, self.num_modalities, self.tokens_per_modality, self.patch_voxels)
-        embedded = torch.stack(
-            [embed(per_modality[:, m]) for m, embed in enumerate(self.patch_embed)], dim=1
-        )  # (B, M, L, E)
+        if self.joint_embed:
+            located = per_modality.transpose(1, 2)  # (B, L, M, P): every modality's patch at each location
+            embedded = torch.stack([embed(located) for embed in self.patch_embed], dim=1)  # (B, M, L, E)
+        else:
+            embedded = torch.stack(
+                [embed(per_modality[:, m]) for m, embed in enumerate(self.patch_embed)], dim=1
+            )  # (B, M, L, E)
         position = self.pos_embed.unsqueeze(0) + self.modality_embed.unsqueeze(1)  # (M, L, E)
         return (embedded + position).flatten(1, 2)
 

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from endofed.config import ModelConfig
+from endofed.config import ExperimentConfig, ModelConfig, PretrainConfig
 from endofed.errors import ConfigError
 from endofed.models.factory import build_classifier, build_encoder, build_mae
 from endofed.models.patches import patchify
@@ -44,9 +44,29 @@ def test_mlp_embedding_finds_a_blob_wherever_it_sits_in_the_patch():
     assert not torch.allclose(linear(a), linear(b), atol=1e-3)  # the linear embedding depends on where
 
 
-@pytest.fixture()
-def mlp_cfg(tiny_cfg):
-    return dataclasses.replace(tiny_cfg, patch_embed="mlp", stem_block=(2, 2, 2), stem_dim=8, pooling="max")
+def test_joint_embedding_sees_t1_and_t2_of_a_sub_block_together():
+    """A T1-bright, T2-dark sub-block anywhere in the patch gives one token; apart, the two give another."""
+    torch.manual_seed(0)
+    joint = SubPatchMLP((4, 4, 2), (2, 2, 1), hidden=8, embed_dim=6, channels=2)
+    assert joint.fc1.in_features == 2 * 4
+
+    def patch(t1_at: tuple[slice, ...], t2_at: tuple[slice, ...]) -> torch.Tensor:
+        t1, t2 = torch.zeros(4, 4, 2), torch.ones(4, 4, 2)
+        t1[t1_at], t2[t2_at] = 1.0, 0.0
+        return torch.stack([t1.reshape(32), t2.reshape(32)])[None]  # (1, C=2, P)
+
+    corner, other = (slice(0, 2), slice(0, 2), 0), (slice(2, 4), slice(2, 4), 1)
+    together, moved, apart = patch(corner, corner), patch(other, other), patch(corner, other)
+    assert joint(together).shape == (1, 6)
+    assert torch.allclose(joint(together), joint(moved), atol=1e-6)
+    assert not torch.allclose(joint(together), joint(apart), atol=1e-4)
+    with pytest.raises(ValueError, match=r"expected \(\.\.\., 2, P\) patches"):
+        joint(together[:, 0])
+
+
+@pytest.fixture(params=["mlp", "mlp_joint"])
+def mlp_cfg(tiny_cfg, request):
+    return dataclasses.replace(tiny_cfg, patch_embed=request.param, stem_block=(2, 2, 2), stem_dim=8, pooling="max")
 
 
 def test_mlp_encoder_tokens_see_only_their_own_patch(mlp_cfg):
@@ -58,7 +78,16 @@ def test_mlp_encoder_tokens_see_only_their_own_patch(mlp_cfg):
     tokens, tokens_changed = encoder.embed(x), encoder.embed(changed)
     differs = (tokens - tokens_changed).abs().amax(dim=-1)[0] > 1e-6  # (N,) for the one case
     first_t2 = encoder.tokens_per_modality  # modality-major order: T2 tokens follow the T1 ones
-    assert differs.nonzero().flatten().tolist() == [first_t2]
+    # mlp_joint: the T1 token of that location reads its T2 voxels too (shared masks hide both together)
+    expected = [0, first_t2] if mlp_cfg.patch_embed == "mlp_joint" else [first_t2]
+    assert differs.nonzero().flatten().tolist() == expected
+
+
+def test_joint_embedding_needs_shared_masks():
+    model = ModelConfig(patch_embed="mlp_joint", patch_size=(16, 16, 4), stem_block=(4, 4, 2))
+    with pytest.raises(ConfigError, match="mlp_joint reads T1 and T2 .* set pretrain.mask_mode=shared"):
+        ExperimentConfig(model=model, pretrain=PretrainConfig(mask_mode="independent"))
+    assert ExperimentConfig(model=model, pretrain=PretrainConfig(mask_mode="shared")).model.patch_embed == "mlp_joint"
 
 
 def test_mlp_state_dict_keys_and_mae_round_trip(mlp_cfg):

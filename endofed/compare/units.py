@@ -39,7 +39,7 @@ from endofed.launch.simulation import SimulationRequest, run_simulation
 from endofed.models.classifier import Classifier3D
 from endofed.seeds import derive_seed
 from endofed.training.cohort import SiteCohort
-from endofed.training.device import resolve_device
+from endofed.training.device import resolve_device, sole_job_threads, usable_cores
 from endofed.training.engine import Stage, model_seed, new_classifier, new_mae, predict_cases, run_stage
 from endofed.training.federated_site import FederatedSite
 from endofed.training.site_pretrain import PREVIEW_FILE, write_pretrain_preview
@@ -129,12 +129,17 @@ def _rows(cases: SiteCases, probs: np.ndarray) -> list[dict[str, Any]]:
     ]
 
 
+def _device(site: Site) -> torch.device:
+    """The device of a unit run in this process: compare runs one at a time, so it may use every core."""
+    return resolve_device(site.config.device, sole_job_threads(site.config.cpu_threads, usable_cores(), os.environ))
+
+
 def _predict_sites(model: Classifier3D, sites: list[Site], cfg: ExperimentConfig) -> dict[str, list[dict[str, Any]]]:
     """Each site's test predictions by ``model``."""
     out = {}
     for site in sites:
         test = site.test_cases()
-        device = resolve_device(site.config.device, site.config.cpu_threads)
+        device = _device(site)
         out[site.name] = _rows(test, predict_cases(model, test, cfg.finetune.batch_size, device))
     return out
 
@@ -172,7 +177,7 @@ def local_unit(
         dev: the labelled cases to fine-tune on (default: every site's labelled development cases).
     """
     started = time.perf_counter()
-    device = resolve_device(sites[0].config.device, sites[0].config.cpu_threads)
+    device = _device(sites[0])
     tag = f"{arm}/{'+'.join(s.name for s in sites)}"
     history: dict[str, list[dict[str, float]]] = {}
     pretrain_parts = [s.pretrain_cases() for s in sites] if pretrain and encoder is None else []

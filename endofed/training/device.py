@@ -46,6 +46,18 @@ def cpu_threads(requested: int, cores: int, env: Mapping[str, str]) -> int:
     return max(1, cores // 2)
 
 
+def sole_job_threads(requested: int, cores: int, env: Mapping[str, str]) -> int:
+    """Torch threads for a process that runs one job at a time on the whole machine (``endofed compare``'s units).
+
+    ``requested`` (``SiteConfig.cpu_threads``) or ``ENDOFED_CPU_THREADS`` when set, else every usable core: with
+    nothing else running, 2 threads took 0.62-0.73 of the time of 1 on this 2-core machine
+    (``benchmarks/cpu_threads.py``).
+    """
+    if requested > 0 or env.get(THREADS_ENV, "").strip():
+        return cpu_threads(requested, cores, env)
+    return max(1, cores)
+
+
 def resolve_device(name: str, threads: int = 0) -> torch.device:
     """``auto`` -> CUDA if available else CPU; ``cpu``; ``cuda`` / ``cuda:N`` only when that GPU exists.
 

@@ -3,7 +3,7 @@ import torch
 
 from endofed.config import THREADS_ENV, SiteConfig
 from endofed.errors import ConfigError
-from endofed.training.device import cpu_threads, resolve_device
+from endofed.training.device import cpu_threads, resolve_device, sole_job_threads
 
 
 def test_auto_and_cpu():
@@ -39,6 +39,13 @@ def test_cpu_threads_explicit_env_then_half_the_cores():
     assert cpu_threads(0, cores=16, env={}) == 8  # then half the cores
     assert cpu_threads(0, cores=2, env={}) == 1
     assert cpu_threads(0, cores=1, env={THREADS_ENV: " "}) == 1  # blank = unset; never 0 threads
+
+
+def test_a_sole_job_takes_every_core_unless_told_otherwise():
+    assert sole_job_threads(0, cores=2, env={}) == 2  # compare's units run one at a time
+    assert sole_job_threads(0, cores=16, env={THREADS_ENV: "3"}) == 3
+    assert sole_job_threads(1, cores=16, env={}) == 1
+    assert sole_job_threads(0, cores=1, env={THREADS_ENV: ""}) == 1
 
 
 @pytest.mark.parametrize("text", ["0", "-2", "two", "1.5"])

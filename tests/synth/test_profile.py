@@ -28,6 +28,18 @@ def test_evidence_preset_is_the_issue_18_benchmark():
     assert len(differ) == len(sites)
 
 
+def test_the_ceiling_preset_scans_as_the_evidence_sites_do():
+    """The positive control changes who is labelled, never how anyone is scanned."""
+    evidence, ceiling = load_preset("evidence5"), load_preset("evidence5_ceiling")
+    assert [s.name for s in ceiling] == [s.name for s in evidence]
+    for e, c in zip(evidence, ceiling, strict=True):
+        scanned = ("field_strength", "position_jitter_mm", "t1", "t2")
+        assert [getattr(c, k) for k in scanned] == [getattr(e, k) for k in scanned], e.name
+        who = ("prevalence", "signs", "mimics", "anatomy")
+        assert [getattr(c.cohort, k) for k in who] == [getattr(e.cohort, k) for k in who], e.name
+        assert c.cohort.labelled_fraction == 1.0 and c.cohort.label_noise == 0.0 and c.cohort.subjects == 150
+
+
 def test_tiny_scale_coarsens_in_plane_only():
     sequence = SequenceProfile(in_plane_mm=0.6, slice_mm=4.0)
     tiny = at_scale(sequence, "tiny")

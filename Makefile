@@ -1,6 +1,8 @@
 # endofed: two commands for a fresh machine.
 #   make demo   runs the main job: the synthetic 3-site benchmark, each site's data check, and `endofed compare`
 #               (scratch, local MIM, federated MIM with local or FedProx fine-tuning, pooled; report in runs/demo)
+#   make evidence   the same protocol on the 5-site evidence5 benchmark with the CPU model (about an hour or more
+#               on 2 cores; resumable); report in docs/evidence/
 #   make test   lint + format check + the whole test suite (what CI runs). Tests come in two tiers:
 #     make test-fast          unit + model tests: no SuperLink, SuperNode, flwr run, simulation, endofed-* or
 #                             pip process (only `python -c` import checks), no end-to-end compare; < 5 min on 2 cores
@@ -20,7 +22,7 @@ STAMP := $(VENV)/.endofed-installed
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: demo test test-fast test-integration lint bench clean
+.PHONY: demo evidence test test-fast test-integration lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +37,21 @@ demo: $(STAMP)
 		$(BIN)/endofed data check --site $$site --config configs/tiny.yaml --preview || exit 1; \
 	done
 	$(BIN)/endofed compare --experiment configs/experiments/demo.yaml --sites runs/demo/data --out runs/demo/compare
+
+# The evidence run of issue 18: the 5-site evidence5 benchmark, every arm, 3 seeds, the CPU model
+# (configs/cpu.yaml). Resumable: run it again and finished units are kept (delete runs/evidence to start over).
+# Its report, tables and plots are copied to docs/evidence/.
+EVIDENCE := runs/evidence
+evidence: $(STAMP)
+	test -f $(EVIDENCE)/data/site_site_e.yaml || $(BIN)/endofed synth --preset evidence5 --out $(EVIDENCE)/data --seed 0
+	for site in $(EVIDENCE)/data/site_*.yaml; do \
+		$(BIN)/endofed data check --site $$site --config configs/cpu.yaml || exit 1; \
+	done
+	$(BIN)/endofed compare --experiment configs/experiments/evidence.yaml --sites $(EVIDENCE)/data --out $(EVIDENCE)/compare
+	mkdir -p docs/evidence/plots
+	cp $(EVIDENCE)/compare/report.md $(EVIDENCE)/compare/summary.csv $(EVIDENCE)/compare/results.csv \
+		$(EVIDENCE)/compare/shortcut.csv docs/evidence/
+	cp $(EVIDENCE)/compare/plots/*.png docs/evidence/plots/
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -9,7 +9,8 @@ sign as a ball and reports, per candidate ROI:
   >=1 sign      share of positives with at least half of one sign inside (the label is visible at all)
   all signs     share of positives with every sign at least 95% inside
 
-Axis-aligned T2 grids are assumed (the box is measured along R, A, S); oblique acquisitions tilt the box.
+The box keeps the T2's obliquity, as the model's grid does (``ras_direction``): sign centres are measured along
+the tilted box axes, so oblique acquisitions are handled.
 
 Usage: python benchmarks/roi_coverage.py --data DIR [--config configs/tiny.yaml] [--roi-mm 160,160,96 ...]
 Run by hand, never in CI.
@@ -26,7 +27,7 @@ import nibabel as nib
 import numpy as np
 
 from endofed.config import load_config
-from endofed.data.geometry import grid_centre_mm
+from endofed.data.geometry import grid_centre_mm, ras_direction
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGNS = ("endometrioma", "deep_nodule", "pod_obliteration")
@@ -34,7 +35,7 @@ Balls = list[list[tuple[np.ndarray, float]]]  # per positive subject: (centre, r
 
 
 def sign_balls(data: Path) -> Balls:
-    """Per positive subject: (centre relative to the T2 grid centre in mm, radius in mm) of each sign."""
+    """Per positive subject: (centre in the ROI's frame, mm from the T2 grid centre along the box axes; radius)."""
     subjects = []
     for truth in sorted(data.glob("*/truth/subjects.csv")):
         site = truth.parent.parent
@@ -43,9 +44,11 @@ def sign_balls(data: Path) -> Balls:
                 if row["label_true"] != "1":
                     continue
                 t2 = nib.load(str(site / "data" / row["subject_id"] / "T2.nii.gz"))
-                centre = grid_centre_mm(np.asarray(t2.affine, float), t2.shape)
+                affine = np.asarray(t2.affine, float)
+                centre, axes = grid_centre_mm(affine, t2.shape), ras_direction(affine)  # axes: orthonormal columns
                 signs = [f for f in json.loads(row["findings"]) if f["finding"] in SIGNS]
-                subjects.append([(np.asarray(f["centre_mm"]) - centre, float(f["radius_mm"])) for f in signs])
+                offsets = [axes.T @ (np.asarray(f["centre_mm"]) - centre) for f in signs]
+                subjects.append([(o, float(f["radius_mm"])) for o, f in zip(offsets, signs, strict=True)])
     return subjects
 
 

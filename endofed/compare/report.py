@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from endofed.compare.arms import arm_names, selected
+from endofed.compare.arms import BASELINE, arm_names, selected
 from endofed.compare.plots import plot_auc, plot_label_efficiency, plot_learning_curves
 from endofed.compare.runner import Context
 from endofed.compare.shortcut import shortcut_lines, shortcut_rows, test_intensities
@@ -146,12 +146,13 @@ def _label_table(summary: Sequence[Mapping[str, Any]]) -> list[str]:
     fractions = sorted({r["label_fraction"] for r in rows})
     if len(fractions) < 2:
         return []
-    lines = ["| labels used | " + " | ".join(arm.title for arm in arms) + " |", "|---" * (len(arms) + 1) + "|"]
+    gained = [arm for arm in arms if arm.name != BASELINE]  # paired gain over scratch at the same labels
+    header = [arm.title for arm in arms] + [f"{arm.name} - {BASELINE} (paired)" for arm in gained]
+    lines = ["| labels used | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
     for fraction in fractions:
-        cells = []
-        for arm in arms:
-            row = next((r for r in rows if r["arm"] == arm.name and r["label_fraction"] == fraction), None)
-            cells.append("—" if row is None else _auc_cell(row))
+        found = {r["arm"]: r for r in rows if r["label_fraction"] == fraction}
+        cells = ["—" if arm.name not in found else _auc_cell(found[arm.name]) for arm in arms]
+        cells += ["—" if arm.name not in found else format_gain(found[arm.name]) for arm in gained]
         lines.append(f"| {fraction:.0%} | " + " | ".join(cells) + " |")
     return ["## Label efficiency (all sites, test AUC)", "", *lines, ""]
 

@@ -164,6 +164,48 @@ def work_dir_inside_data(w: World):
     return endofed_main, ["data", "check", "--site", str(w.site_yaml), "--config", TINY, *SETS]
 
 
+def _check(w: World, *extra: str):
+    return endofed_main, ["data", "check", "--site", str(w.site_yaml), "--config", TINY, *SETS, *extra]
+
+
+def passport_onto_a_source_image(w: World):
+    return _check(w, "--passport", str(w.root / "site" / "data" / "sub-001" / "T1.nii.gz"))
+
+
+def passport_onto_the_manifest(w: World):
+    return _check(w, "--passport", str(w.root / "site" / "manifest.csv"))
+
+
+def passport_into_an_image_folder_through_a_symlink(w: World):
+    (w.root / "link").symlink_to(w.root / "site" / "data" / "sub-002")
+    return _check(w, "--passport", str(w.root / "link" / "passport.json"))
+
+
+def preview_into_the_data(w: World):
+    return _check(w, "--preview", str(w.root / "site" / "data" / "preview.png"))
+
+
+def work_dir_in_an_image_folder_outside_data_root(w: World):
+    (w.root / "elsewhere").mkdir()
+    w.edit_site(data_root=str(w.root / "elsewhere"), work_dir=str(w.root / "site" / "data" / "sub-003"))
+    return _check(w)
+
+
+def convert_into_the_dicom_folder(w: World):
+    return endofed_main, ["data", "convert", str(w.root / "site" / "data"), str(w.root / "site" / "data" / "nifti")]
+
+
+def pretrain_out_into_the_data(w: World):
+    out = w.root / "site" / "data" / "sub-001" / "pretrain"
+    return endofed_main, ["pretrain", "--site", str(w.site_yaml), "--config", TINY, *SETS, "--out", str(out)]
+
+
+def compare_out_into_the_data(w: World):
+    experiment = ROOT / "configs" / "experiments" / "demo.yaml"
+    out = w.root / "site" / "data" / "runs"
+    return endofed_main, ["compare", "--experiment", str(experiment), "--sites", str(w.site_yaml), "--out", str(out)]
+
+
 def bad_config_override(w: World):
     return endofed_main, [
         "data",
@@ -294,7 +336,21 @@ CASES: dict[str, tuple[Setup, str]] = {
     "manifest without a t2 column": (manifest_without_t2_column, r"t2"),
     "malformed site YAML": (malformed_site_yaml, r"site\.yaml"),
     "misspelt site YAML key": (misspelt_site_key, r"did you mean 'manifest'"),
-    "work_dir inside the data": (work_dir_inside_data, r"inside data_root"),
+    "work_dir inside the data": (work_dir_inside_data, r"work_dir .* is inside the source data folder"),
+    "passport onto a source image": (passport_onto_a_source_image, r"passport .*T1\.nii\.gz is a source file"),
+    "passport onto the manifest": (passport_onto_the_manifest, r"manifest\.csv is a source file"),
+    "passport into an image folder (symlink)": (
+        passport_into_an_image_folder_through_a_symlink,
+        r"link/passport\.json is inside the source data folder",
+    ),
+    "preview into the data folder": (preview_into_the_data, r"preview .* is inside the source data folder"),
+    "work_dir in an image folder, not data_root": (
+        work_dir_in_an_image_folder_outside_data_root,
+        r"work_dir .*sub-003 is inside the source data folder",
+    ),
+    "pretrain --out inside an image folder": (pretrain_out_into_the_data, r"--out .* is inside the source data folder"),
+    "compare --out inside the data": (compare_out_into_the_data, r"--out .*runs is inside the source data folder"),
+    "convert output inside DICOM_DIR": (convert_into_the_dicom_folder, r"OUT_DIR .* is inside the source data folder"),
     "misspelt --set key": (bad_config_override, r"did you mean 'roi_size'"),
     "site with zero labelled cases": (no_labelled_case, r"labelled"),
     "corrupt encoder checkpoint": (corrupt_checkpoint, r"encoder\.safetensors"),

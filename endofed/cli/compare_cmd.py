@@ -73,6 +73,8 @@ def run_compare(args: argparse.Namespace) -> int:
     """Plan, run (or resume) and report."""
     from endofed.compare.report import write_outputs
     from endofed.compare.runner import plan_units, prepare, run_all
+    from endofed.config import load_site_config
+    from endofed.data.check import refuse_writes_into_sites
     from endofed.launch.simulation import find_app_dir, find_site_yamls
 
     started = time.perf_counter()
@@ -85,6 +87,7 @@ def run_compare(args: argparse.Namespace) -> int:
     site_yamls = find_site_yamls(args.sites) if args.sites else find_site_yamls(list(spec.sites)) if spec.sites else []
     out = (args.out or Path("runs") / "compare" / spec.name).resolve()
     app_dir = (args.app or find_app_dir(Path.cwd())).resolve()
+    refuse_writes_into_sites([load_site_config(y) for y in site_yamls], [("--out", out)])
     console.print(f"checking {len(site_yamls)} sites' data ...", markup=False)
     ctx = prepare(spec, site_yamls, out, app_dir, args.fresh)
     units = plan_units(spec, [s.name for s in ctx.sites])

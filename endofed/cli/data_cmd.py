@@ -156,6 +156,7 @@ def run_check(args: argparse.Namespace) -> int:
 
     site = load_site_config(args.site)
     cfg = load_config(args.config, args.overrides)
+    preview = None if args.preview is None else Path(args.preview) if args.preview else site.work_dir / "preview.png"
     with _progress() as progress:
         task = progress.add_task("preprocessing", total=None)
         check = check_site(
@@ -166,6 +167,7 @@ def run_check(args: argparse.Namespace) -> int:
             passport_path=Path(args.passport) if args.passport else None,
             on_start=lambda cases: progress.update(task, total=len(cases)),
             on_case=lambda _: progress.advance(task),
+            outputs=[] if preview is None else [("preview", preview)],
         )
     for table in passport_tables(check.passport):
         console.print(table)
@@ -175,14 +177,13 @@ def run_check(args: argparse.Namespace) -> int:
         for result in failed:
             console.print(f"  {result.case.subject_id}: {result.error}", markup=False)
     console.print(f"passport written to {check.passport_path}", markup=False)
-    if args.preview is not None:
+    if preview is not None:
         usable = [r for r in check.results if r.ok][:PREVIEW_CASES]
         if usable:
-            target = Path(args.preview) if args.preview else site.work_dir / "preview.png"
             cache = site_cache(site)
             rows = [(r.case.subject_id, cache.get(r.key).image) for r in usable if r.key is not None]
-            write_preview(rows, cfg.data.target_spacing, target)
-            console.print(f"preview written to {target} (shows images: keep it at the site)", markup=False)
+            write_preview(rows, cfg.data.target_spacing, preview)
+            console.print(f"preview written to {preview} (shows images: keep it at the site)", markup=False)
     return EXIT_OK if check.passport["ready"] else EXIT_FAILED
 
 
@@ -197,9 +198,9 @@ def _report_series(result: SeriesResult) -> None:
 def run_convert(args: argparse.Namespace) -> int:
     """``endofed data convert``."""
     from endofed.data.dicom import convert_directory
+    from endofed.data.guard import collect_sources, refuse_source_writes
 
-    if args.out_dir.resolve() == args.dicom_dir.resolve():
-        raise DataError(f"OUT_DIR must differ from DICOM_DIR (source data is read-only): {args.out_dir}")
+    refuse_source_writes([("OUT_DIR", args.out_dir)], collect_sources((), folders=(args.dicom_dir,)))
     results = convert_directory(args.dicom_dir, args.out_dir, on_series=_report_series)
     failed = [r for r in results if r.error is not None]
     console.print(f"{len(results) - len(failed)} series converted, {len(failed)} refused")

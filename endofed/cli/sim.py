@@ -64,13 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def run() -> int:
+        from endofed.config import load_site_config
+        from endofed.data.check import refuse_writes_into_sites
         from endofed.launch.simulation import SimulationRequest, find_app_dir, find_site_yamls, run_simulation
 
         overrides = [*args.overrides, *round_overrides(args.rounds, args.finetune_rounds)]
         app_dir = (args.app or find_app_dir(Path.cwd())).resolve()
         config = Path(args.config) if args.config else app_dir / DEFAULT_CONFIG
+        site_yamls = find_site_yamls(args.sites)
+        refuse_writes_into_sites([load_site_config(y) for y in site_yamls], [("--out", args.out)])
         request = SimulationRequest(
-            app_dir, find_site_yamls(args.sites), config, overrides, args.out, args.cpus_per_site, args.gpus_per_site
+            app_dir, site_yamls, config, overrides, args.out, args.cpus_per_site, args.gpus_per_site
         )
         summary = run_simulation(request)
         _print_summary(summary)

@@ -78,11 +78,13 @@ def _progress() -> Progress:
 
 def run_pretrain(args: argparse.Namespace) -> int:
     """``endofed pretrain``."""
+    from endofed.data.check import refuse_writes_into_sites
     from endofed.training.site_pretrain import pretrain_site
 
     site = load_site_config(args.site)
     cfg = load_config(args.config, args.overrides)
     out = args.out if args.out is not None else site.work_dir / "pretrain"
+    refuse_writes_into_sites([site], [("--out", out)])
     last: dict[str, float] = {}
     with _progress() as progress:
         steps = progress.add_task("steps", total=None)
@@ -119,12 +121,14 @@ def metrics_table(title: str, metrics: Mapping[str, Mapping[str, float | None]])
 
 def run_finetune(args: argparse.Namespace) -> int:
     """``endofed finetune``."""
+    from endofed.data.check import refuse_writes_into_sites
     from endofed.training.site_finetune import SCRATCH, finetune_site
 
     site = load_site_config(args.site)
     cfg = load_config(args.config, args.overrides)
     arm = "scratch" if args.init == SCRATCH else "pretrained"
     out = args.out if args.out is not None else site.work_dir / f"finetune-{arm}"
+    refuse_writes_into_sites([site], [("--out", out)])
     with _progress() as progress:
         task = progress.add_task("fine-tuning", total=cfg.finetune.epochs)
 

@@ -9,17 +9,17 @@ form: source files whose stat is unchanged since they were hashed are not read a
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from endofed.config import DataConfig, SiteConfig
 from endofed.data.cache import SOURCE_INDEX, SourceIndex, VolumeCache
+from endofed.data.guard import Sources, collect_sources, refuse_source_writes
 from endofed.data.manifest import Case, load_cases
 from endofed.data.passport import build_passport
 from endofed.data.site import CaseResult, prepare_site
-from endofed.errors import ConfigError
 from endofed.io.jsonl import write_json
 
 PASSPORT_FILE = "passport.json"
@@ -53,6 +53,18 @@ def site_sources(site: SiteConfig) -> SourceIndex:
     return SourceIndex(site.work_dir / CACHE_DIR / SOURCE_INDEX)
 
 
+def site_source_paths(site: SiteConfig, cases: Sequence[Case]) -> Sources:
+    """What nothing may write to at ``site``: its images and their folders, manifest, labels and data_root."""
+    images = [path for case in cases for path in (case.t1, case.t2)]
+    return collect_sources(images, files=(site.manifest, site.labels_csv), folders=(site.data_root,))
+
+
+def refuse_writes_into_sites(sites: Sequence[SiteConfig], targets: Sequence[tuple[str, Path]]) -> None:
+    """Refuse (one line, nothing written) any ``(what, path)`` target on or inside a site's source data."""
+    for site in sites:
+        refuse_source_writes(targets, site_source_paths(site, load_cases(site)))
+
+
 def _stable(passport: dict[str, Any]) -> dict[str, Any]:
     """The passport without the fields that change from one check to the next."""
     return {k: v for k, v in passport.items() if k not in _VOLATILE_PASSPORT_FIELDS}
@@ -75,6 +87,7 @@ def check_site(
     on_start: Callable[[list[Case]], None] | None = None,
     on_case: Callable[[CaseResult], None] | None = None,
     full: bool = False,
+    outputs: Sequence[tuple[str, Path]] = (),
 ) -> SiteCheck:
     """Validate and preprocess every case of a site, then write its passport (default: work dir).
 
@@ -88,21 +101,21 @@ def check_site(
         full: hash every source file again and rewrite the passport (``endofed data check``). Otherwise a
             file whose stat is unchanged since it was hashed is not read, unless its case misses the cache,
             and a passport with unchanged content is kept as it is.
+        outputs: further ``(what, path)`` files the caller will write (e.g. a preview), checked with the work
+            dir and the passport against the site's source data before anything is written.
 
     Raises:
-        DataError: the manifest or folder layout itself is unusable (individual bad cases do not raise).
+        DataError: the manifest or folder layout itself is unusable (individual bad cases do not raise), or an
+            output (work dir, passport, ``outputs``) is a source file or inside a source folder.
     """
-    if site.work_dir.resolve().is_relative_to(site.data_root.resolve()):
-        raise ConfigError(
-            f"work_dir {site.work_dir} is inside data_root {site.data_root}: source data is read-only, "
-            "choose a work_dir outside it"
-        )
     cases = load_cases(site)
+    path = passport_path if passport_path is not None else site.work_dir / PASSPORT_FILE
+    targets = [("work_dir", site.work_dir), ("passport", path), *outputs]
+    refuse_source_writes(targets, site_source_paths(site, cases))  # before anything is written
     if on_start is not None:
         on_start(cases)
     results = prepare_site(cases, cfg, site_cache(site), on_case=on_case, sources=site_sources(site), full=full)
     passport = build_passport(site.site_id, results, cfg, allow_failures=allow_failures)
-    path = passport_path if passport_path is not None else site.work_dir / PASSPORT_FILE
     kept = None if full else current_passport(path, passport)
     if kept is None:
         write_json(path, passport)

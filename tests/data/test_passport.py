@@ -10,7 +10,7 @@ from endofed.data.check import check_site
 from endofed.data.manifest import Case
 from endofed.data.passport import build_passport
 from endofed.data.site import CaseResult
-from endofed.errors import ConfigError, DataError
+from endofed.errors import DataError
 
 
 def _facts(orientation: str, spacing: list[float], shape: list[int], p99: float) -> dict:
@@ -79,7 +79,7 @@ def test_passport_has_no_paths_or_subject_ids(example_site):
 def test_work_dir_inside_data_root_is_refused(example_site):
     example_site.write_text(example_site.read_text().replace("work_dir: work", "work_dir: data/work"))
     site = load_site_config(example_site)
-    with pytest.raises(ConfigError, match="is inside data_root .*source data is read-only"):
+    with pytest.raises(DataError, match="work_dir .* is inside the source data folder .*source data is read-only"):
         check_site(site, DataConfig())
     assert not (site.data_root / "work").exists()
 

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import yaml
 
 from endofed.errors import ConfigError
+from endofed.io.files import special_file
 
 T = TypeVar("T")
 
@@ -120,6 +121,8 @@ def build(cls: type[T], raw: Mapping[str, Any] | None, where: str = "") -> T:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML file that must hold a mapping; errors name the file."""
     path = Path(path)
+    if special_file(path):
+        raise ConfigError(f"config file {path} is not a regular file (a folder, FIFO or device)")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -206,6 +206,27 @@ def compare_out_into_the_data(w: World):
     return endofed_main, ["compare", "--experiment", str(experiment), "--sites", str(w.site_yaml), "--out", str(out)]
 
 
+def manifest_is_a_fifo(w: World):
+    os.mkfifo(w.root / "manifest-pipe")  # reading it would block for ever
+    w.edit_site(manifest=str(w.root / "manifest-pipe"))
+    return _check(w)
+
+
+def labels_file_is_a_fifo(w: World):
+    os.mkfifo(w.root / "labels-pipe")
+    w.edit_site(manifest=None, labels_csv=str(w.root / "labels-pipe"))
+    return _check(w)
+
+
+def config_is_a_fifo(w: World):
+    os.mkfifo(w.root / "config-pipe")
+    return endofed_main, ["data", "check", "--site", str(w.site_yaml), "--config", str(w.root / "config-pipe")]
+
+
+def site_yaml_is_a_folder(w: World):
+    return endofed_main, ["data", "check", "--site", str(w.root / "site" / "data"), "--config", TINY]
+
+
 def bad_config_override(w: World):
     return endofed_main, [
         "data",
@@ -350,6 +371,10 @@ CASES: dict[str, tuple[Setup, str]] = {
     ),
     "pretrain --out inside an image folder": (pretrain_out_into_the_data, r"--out .* is inside the source data folder"),
     "compare --out inside the data": (compare_out_into_the_data, r"--out .*runs is inside the source data folder"),
+    "manifest is a FIFO": (manifest_is_a_fifo, r"manifest .*manifest-pipe is not a regular file"),
+    "labels file is a FIFO": (labels_file_is_a_fifo, r"labels file .*labels-pipe is not a regular file"),
+    "config is a FIFO": (config_is_a_fifo, r"config-pipe is not a regular file"),
+    "site YAML is a folder": (site_yaml_is_a_folder, r"data is not a regular file"),
     "convert output inside DICOM_DIR": (convert_into_the_dicom_folder, r"OUT_DIR .* is inside the source data folder"),
     "misspelt --set key": (bad_config_override, r"did you mean 'roi_size'"),
     "site with zero labelled cases": (no_labelled_case, r"labelled"),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from endofed.config import SPLITS, SiteConfig
 from endofed.errors import DataError
+from endofed.io.files import special_file
 
 MODALITIES = ("t1", "t2")  # the image fields of a Case, in channel order (0 = T1, 1 = T2)
 REQUIRED_COLUMNS = ("subject_id", "t1", "t2", "label")
@@ -73,6 +74,8 @@ def read_manifest(path: Path) -> list[Case]:
         DataError: missing file, malformed CSV, missing columns, bad label or split, duplicate subject ids.
     """
     path = Path(path)
+    if special_file(path):
+        raise DataError(f"manifest {path} is not a regular file (a folder, FIFO or device)", "bad_manifest")
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.reader(handle, strict=True))
@@ -119,6 +122,8 @@ def read_manifest(path: Path) -> list[Case]:
 
 def read_labels(path: Path) -> dict[str, int | None]:
     """Read a ``subject_id,label`` CSV (folder discovery's optional labels file)."""
+    if special_file(Path(path)):
+        raise DataError(f"labels file {path} is not a regular file (a folder, FIFO or device)", "bad_manifest")
     try:
         with Path(path).open(newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.DictReader(handle, strict=True))

@@ -118,6 +118,23 @@ def build(cls: type[T], raw: Mapping[str, Any] | None, where: str = "") -> T:
     return cls(**kwargs)
 
 
+class _PlainLoader(yaml.SafeLoader):
+    """YAML without aliases: a config needs none, and an alias tree (a "billion laughs") expands without bound."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases (*{event.anchor}) are not allowed in endofed configs", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def load_plain_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses aliases (raises ``yaml.YAMLError``)."""
+    return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML file that must hold a mapping; errors name the file."""
     path = Path(path)
@@ -130,7 +147,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_plain_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -155,7 +172,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
         if not sep or not key.strip():
             raise ConfigError(f"override must look like section.key=value, got {item!r}")
         try:
-            value = yaml.safe_load(text)
+            value = load_plain_yaml(text)
         except yaml.YAMLError:
             raise ConfigError(f"cannot parse the value of override {item!r}") from None
         parts = key.strip().split(".")

@@ -1,7 +1,8 @@
 """Bad inputs that would write into source data or block a reader, end to end through the real commands.
 
 Every command that writes refuses a target on or inside the site's source data (``endofed.data.guard``), and
-readers of manifests, label files and configs refuse folders, FIFOs and devices (``endofed.io.files``). Each
+readers of manifests, label files and configs refuse folders, FIFOs and devices (``endofed.io.files``), and
+config readers refuse YAML aliases (an alias tree expands without bound). Each
 case must give one clear line and a non-zero exit, and leave the source data byte for byte unchanged.
 """
 
@@ -90,6 +91,18 @@ def site_yaml_is_a_folder(w: World):
     return endofed_main, ["data", "check", "--site", str(w.root / "site" / "data"), "--config", TINY]
 
 
+def config_alias_bomb(w: World):
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 12)]  # 10^12 leaves expanded
+    (w.root / "bomb.yaml").write_text("\n".join(levels) + "\nseed: *a11\n")
+    return endofed_main, ["data", "check", "--site", str(w.site_yaml), "--config", str(w.root / "bomb.yaml")]
+
+
+def site_yaml_alias(w: World):
+    w.site_yaml.write_text(w.site_yaml.read_text() + "extra: &e [1]\nsite_id: *e\n")
+    return _check(w)
+
+
 CASES: dict[str, tuple[Setup, str]] = {
     "passport onto a source image": (passport_onto_a_source_image, r"passport .*T1\.nii\.gz is a source file"),
     "passport onto the manifest": (passport_onto_the_manifest, r"manifest\.csv is a source file"),
@@ -107,6 +120,8 @@ CASES: dict[str, tuple[Setup, str]] = {
     "manifest is a FIFO": (manifest_is_a_fifo, r"manifest .*manifest-pipe is not a regular file"),
     "labels file is a FIFO": (labels_file_is_a_fifo, r"labels file .*labels-pipe is not a regular file"),
     "config is a FIFO": (config_is_a_fifo, r"config-pipe is not a regular file"),
+    "config: YAML alias tree (billion laughs)": (config_alias_bomb, r"bomb\.yaml .*aliases \(\*a0\) are not allowed"),
+    "site YAML with an alias": (site_yaml_alias, r"site\.yaml .*aliases \(\*e\) are not allowed"),
     "site YAML is a folder": (site_yaml_is_a_folder, r"data is not a regular file"),
     "convert output inside DICOM_DIR": (convert_into_the_dicom_folder, r"OUT_DIR .* is inside the source data folder"),
 }

@@ -4,6 +4,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
 from endofed.config import (
     DataConfig,
@@ -234,3 +235,14 @@ def test_server_config_resolves_every_path_against_its_yaml(tmp_path):
     assert server.site_public_keys == ((tmp_path / "keys" / "a.pub").resolve(),)
     assert server.experiment == (tmp_path / "exp.yaml").resolve()
     assert server.ca_certificate == (tmp_path / "certs" / "ca.crt").resolve() and server.app_dir is None
+
+
+def test_yaml_aliases_are_refused_but_plain_yaml_and_anchors_load():
+    from endofed.config_builder import load_plain_yaml
+
+    assert load_plain_yaml("a: [1, 2]\nb: {c: x}\n") == {"a": [1, 2], "b": {"c": "x"}}
+    assert load_plain_yaml("a: &anchor 3\n") == {"a": 3}  # an anchor nobody refers to expands nothing
+    with pytest.raises(yaml.YAMLError, match=r"aliases \(\*anchor\) are not allowed"):
+        load_plain_yaml("a: &anchor [1]\nb: *anchor\n")
+    with pytest.raises(ConfigError, match=r"cannot parse the value of override"):
+        apply_overrides({}, ["seed=*anchor"])

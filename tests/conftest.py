@@ -24,3 +24,19 @@ def example_site(example_site_template: Path, tmp_path: Path) -> Path:
     root = tmp_path / "site"
     shutil.copytree(example_site_template, root, ignore=shutil.ignore_patterns("work"))
     return root / "site.yaml"
+
+
+@pytest.fixture(scope="session")
+def bad_input_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pristine site and certificates of the bad-input tests (tests/bad_input_world.py), made once."""
+    from tests.bad_input_world import make_pristine
+
+    return make_pristine(tmp_path_factory)
+
+
+@pytest.fixture()
+def world(bad_input_template: Path, tmp_path: Path):  # noqa: ANN201 (tests.bad_input_world.World)
+    """A private copy of the bad-input site, with its site and server YAMLs."""
+    from tests.bad_input_world import make_world
+
+    return make_world(bad_input_template, tmp_path)

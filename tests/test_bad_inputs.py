@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import os
 import socket
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -26,21 +25,9 @@ from tests.bad_input_world import (
     Setup,
     World,
     assert_one_clear_line,
-    make_pristine,
-    make_world,
     self_signed,
 )
 from tests.helpers import TINY
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_pristine(tmp_path_factory)
-
-
-@pytest.fixture
-def world(pristine: Path, tmp_path: Path) -> World:
-    return make_world(pristine, tmp_path)
 
 
 def corrupt_image(w: World):

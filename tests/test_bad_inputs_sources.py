@@ -9,23 +9,12 @@ case must give one clear line and a non-zero exit, and leave the source data byt
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 from endofed.cli.main import main as endofed_main
-from tests.bad_input_world import ROOT, SETS, Setup, World, assert_one_clear_line, make_pristine, make_world
+from tests.bad_input_world import ROOT, SETS, Setup, World, assert_one_clear_line
 from tests.helpers import TINY
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_pristine(tmp_path_factory)
-
-
-@pytest.fixture
-def world(pristine: Path, tmp_path: Path) -> World:
-    return make_world(pristine, tmp_path)
 
 
 def _check(w: World, *extra: str):

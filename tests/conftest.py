@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from endofed.synth.example import write_example_site
+
+if TYPE_CHECKING:
+    from tests.bad_input_world import World
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +39,7 @@ def bad_input_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture()
-def world(bad_input_template: Path, tmp_path: Path):  # noqa: ANN201 (tests.bad_input_world.World)
+def world(bad_input_template: Path, tmp_path: Path) -> World:
     """A private copy of the bad-input site, with its site and server YAMLs."""
     from tests.bad_input_world import make_world
 

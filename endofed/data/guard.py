@@ -48,7 +48,7 @@ def source_conflict(target: Path, sources: Sources) -> str | None:
     if resolved in sources.files:
         return "is a source file"
     for folder in sources.folders:
-        if resolved == folder or resolved.is_relative_to(folder):
+        if resolved.is_relative_to(folder):  # the folder itself too
             return f"is inside the source data folder {folder}"
     return None
 

@@ -16,6 +16,7 @@ settings are not public). The names of the mask modes and of the strategies come
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,11 @@ class DataConfig:
     allow_missing_modality: bool = False  # accept cases with only T1 or only T2 (channel zero, mask zero)
     min_overlap_fraction: float = 0.05  # T1 must cover at least this fraction of the T2 grid (world coords)
     cache_dtype: str = "float32"  # dtype of cached volumes: float32 | float16
+    # Input checks (refuse implausible or hostile source files before reading them; not part of the cache key)
+    max_voxels: int = 2**28  # voxels a source volume (and the ROI, both channels) may have: 1 GiB as float32
+    max_inflation: float = 100.0  # a .nii.gz may declare at most this many times its size (zip bombs)
+    spacing_range_mm: tuple[float, float] = (0.05, 20.0)  # voxel size per axis (catches metres/microns)
+    fov_range_mm: tuple[float, float] = (1.0, 2000.0)  # field of view per axis
 
     def __post_init__(self) -> None:
         _require(len(self.target_spacing) == 3, f"data.target_spacing needs 3 values, got {self.target_spacing!r}")
@@ -97,6 +103,17 @@ class DataConfig:
         _require(
             self.cache_dtype in ("float32", "float16"),
             f"data.cache_dtype must be float32 or float16, got {self.cache_dtype!r}",
+        )
+        _positive("data.max_voxels", self.max_voxels)
+        _positive("data.max_inflation", self.max_inflation)
+        for name in ("spacing_range_mm", "fov_range_mm"):
+            lo, hi = getattr(self, name)
+            _require(0 < lo < hi, f"data.{name} must satisfy 0 < min < max, got {(lo, hi)!r}")
+        roi_voxels = 2 * math.prod(self.roi_size)  # T1 + T2 channels
+        _require(
+            roi_voxels <= self.max_voxels,
+            f"data.roi_size {tuple(self.roi_size)!r} needs {roi_voxels:,} voxels for T1 + T2, above data.max_voxels "
+            f"= {self.max_voxels:,} (a typo? the default ROI is 128 x 128 x 32)",
         )
 
 

@@ -189,13 +189,14 @@ def load_dataclass(cls: type[T], path: str | Path | None, overrides: Sequence[st
     """Read a YAML file (``None`` = all defaults), apply ``section.key=value`` overrides and :func:`build` ``cls``.
 
     Raises:
-        ConfigError: as :func:`build`, prefixed with the file's path when there is one.
+        ConfigError: as :func:`build`, prefixed with the file's path and ``--set overrides`` when there are any.
     """
     raw = apply_overrides(read_yaml(path) if path is not None else {}, overrides)
     try:
         return build(cls, raw, where)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
+        source = " + ".join([*([str(path)] if path is not None else []), *(["--set overrides"] if overrides else [])])
+        raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
 
 
 def resolve_paths(cfg: T, base: Path, names: Sequence[str]) -> T:

@@ -124,3 +124,19 @@ def assert_one_clear_line(case: str, setup: Setup, expected: str, world: World, 
     assert any(re.search(expected, line) for line in text.splitlines()), f"{case}: expected {expected!r} in:\n{text}"
     assert len(errors) <= 1, errors  # a fatal error is one line (a data check may list each failed case)
     assert world.source_digest() == before, "the source data was modified"
+
+
+def mount_tmpfs(folder: Path, size_kib: int, read_only: bool = False) -> Callable[[], None]:
+    """Mount a small tmpfs on ``folder`` (a full disk or a read-only file system); returns the unmount.
+
+    Skips the test where mounting is not permitted (not root, or no mount in the container): a full disk and a
+    read-only file system cannot be had otherwise without faking the kernel's answer.
+    """
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    options = f"size={size_kib}k" + (",ro" if read_only else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+    return lambda: subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
+import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 from rich.console import Console
 
-from endofed.errors import EndofedError
+import endofed
+from endofed.errors import EndofedError, describe_os_error, shorten, symlink_loop_path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+LOG_DIR_ENV = "ENDOFED_LOG_DIR"  # where unexpected errors write their traceback
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -33,19 +41,66 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def crash_log_dir() -> Path:
+    """Where unexpected errors leave their traceback: ``$ENDOFED_LOG_DIR``, else the user's state folder."""
+    if os.environ.get(LOG_DIR_ENV):
+        return Path(os.environ[LOG_DIR_ENV])
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "endofed" / "logs"
+
+
+def write_crash_log(exc: BaseException) -> Path | None:
+    """Write the command line, versions and traceback of ``exc`` to a new file; ``None`` if nothing could be written.
+
+    The console gets one line; the details (which may name local paths) stay in this file on this machine.
+    """
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    text = (
+        f"command: {' '.join(sys.argv)}\nendofed {endofed.__version__}, Python {sys.version.split()[0]}\n\n"
+        + "".join(traceback.format_exception(exc))
+    )
+    for folder in (crash_log_dir(), Path(tempfile.gettempdir())):
+        path = folder / f"endofed-error-{stamp}-{os.getpid()}.log"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        except OSError:
+            continue
+        return path
+    return None
+
+
+def error_line(exc: BaseException) -> str:
+    """The one console line for an exception that ended a command (without the ``endofed: error:`` prefix).
+
+    User errors (:class:`EndofedError`) and file-system errors say the cause; anything else is a bug or an
+    unforeseen condition, so its traceback is written to a log file that the line names.
+    """
+    if isinstance(exc, EndofedError):
+        return shorten(str(exc))
+    if isinstance(exc, OSError):
+        return shorten(describe_os_error(exc))
+    if isinstance(exc, RuntimeError) and (loop := symlink_loop_path(exc)) is not None:
+        return shorten(f"{loop}: symbolic link loop")
+    kind = "out of memory" if isinstance(exc, MemoryError) else f"unexpected {type(exc).__name__}"
+    log = write_crash_log(exc)
+    where = f"; details in {log}" if log is not None else ""
+    return f"{kind}: {shorten(str(exc) or '(no message)', 300)}{where}"
+
+
 def run_command(func: Callable[[], int], verbose: bool = False) -> int:
-    """Run a command; turn user errors into one clear line on stderr and a non-zero exit code."""
+    """Run a command; every exception becomes one line on stderr (never a traceback) and a non-zero exit."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
         return func()
-    except EndofedError as exc:
-        print(f"endofed: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
     except KeyboardInterrupt:
         print("endofed: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # the one boundary: see error_line
+        print(f"endofed: error: {error_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def not_yet_available(command: str, issue: str, argv: list[str] | None) -> int:

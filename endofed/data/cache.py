@@ -25,11 +25,14 @@ from typing import Any
 import numpy as np
 
 from endofed.config import DataConfig, to_dict
+from endofed.io.files import writing
 from endofed.io.hashing import file_sha256
 from endofed.io.jsonl import write_json
 
 # Bump when the preprocessing code changes what it produces for the same inputs and config.
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2  # 2: entries record a digest of each modality's decoded voxels (content duplicates)
+# DataConfig fields that only decide which inputs are refused: they cannot change a cached case.
+INPUT_CHECK_FIELDS = ("max_voxels", "max_inflation", "spacing_range_mm", "fov_range_mm")
 SOURCE_INDEX = "sources.json"
 SOURCE_INDEX_VERSION = 1
 # A file changed less than this before it was hashed may change again within the same timestamp tick (coarse
@@ -44,7 +47,8 @@ def file_digest(path: Path) -> str:
 
 def config_digest(cfg: DataConfig) -> str:
     """SHA-256 of the preprocessing config and code version (stable across runs and machines)."""
-    text = json.dumps({"version": PREPROCESS_VERSION, "data": to_dict(cfg)}, sort_keys=True)
+    data = {k: v for k, v in to_dict(cfg).items() if k not in INPUT_CHECK_FIELDS}
+    text = json.dumps({"version": PREPROCESS_VERSION, "data": data}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -91,9 +95,10 @@ class VolumeCache:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key[:8]}-", dir=final.parent))
         try:
-            np.save(tmp / "image.npy", image)
-            np.save(tmp / "mask.npy", mask.astype(np.uint8, copy=False))
-            (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
+            with writing(tmp):
+                np.save(tmp / "image.npy", image)
+                np.save(tmp / "mask.npy", mask.astype(np.uint8, copy=False))
+                (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
             os.replace(tmp, final)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -14,10 +14,14 @@ import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
-from endofed.data.geometry import orientation_code, voxel_spacing
+from endofed.config import DataConfig
+from endofed.data.geometry import grid_extent_mm, orientation_code, voxel_spacing
 from endofed.errors import DataError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# Below this many declared bytes of voxel data a .nii.gz is read whatever its compression ratio: a small
+# constant test volume compresses 1000-fold and is harmless; the inflation bound is for the gigabytes.
+INFLATION_FLOOR_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -87,16 +91,92 @@ def _spatial_shape(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
     return (x, y, z)
 
 
-def load_volume(path: str | Path) -> Volume:
+def check_voxel_type(dtype: np.dtype, path: Path) -> None:
+    """Accept real scalar voxels (integers, floats); refuse complex, colour and other structured types by name."""
+    if dtype.names is not None:
+        kind = "a colour (RGB) image" if set(dtype.names) >= {"R", "G", "B"} else f"structured voxels {dtype.names}"
+        raise DataError(f"{kind} in {path}: expected one grey value per voxel (an MR magnitude image)", "bad_dtype")
+    if dtype.kind == "c":
+        raise DataError(
+            f"complex-valued voxels ({dtype}) in {path}: export the magnitude image, not raw or phase data",
+            "bad_dtype",
+        )
+    if dtype.kind not in "iuf":
+        raise DataError(f"unsupported voxel type {dtype} in {path}: expected integers or floats", "bad_dtype")
+
+
+def check_declared_size(
+    n_voxels: int, itemsize: int, data_offset: int, file_bytes: int, gzipped: bool, cfg: DataConfig, path: Path
+) -> None:
+    """Refuse a header whose declared volume is too large, or impossible for the file's size, before reading it.
+
+    Args:
+        n_voxels: voxels the header declares (product of its dimensions).
+        itemsize: bytes per voxel on disk.
+        data_offset: where the voxel data starts (``vox_offset``).
+        file_bytes: size of the file on disk.
+        gzipped: whether the file is a ``.nii.gz`` (its size bounds the data only through the inflation bound).
+        cfg: ``max_voxels`` and ``max_inflation``.
+        path: the file (for the message).
+    """
+    if n_voxels > cfg.max_voxels:
+        raise DataError(
+            f"header of {path} declares {n_voxels:,} voxels, above data.max_voxels = {cfg.max_voxels:,} "
+            "(raise it if this volume is genuine)",
+            "too_large",
+        )
+    data_bytes = n_voxels * itemsize
+    if gzipped:
+        if data_bytes > INFLATION_FLOOR_BYTES and data_bytes > cfg.max_inflation * file_bytes:
+            raise DataError(
+                f"{path} would inflate from {file_bytes:,} to {data_bytes:,} bytes ({data_bytes / file_bytes:.0f}x, "
+                f"above data.max_inflation = {cfg.max_inflation:g}x): not read (a corrupt header or a zip bomb)",
+                "too_large",
+            )
+    elif data_offset + data_bytes > file_bytes:
+        raise DataError(
+            f"truncated image: the header of {path} declares {data_bytes:,} bytes of voxels from byte "
+            f"{data_offset:,}, but the file has {file_bytes:,} bytes",
+            "unreadable",
+        )
+
+
+def check_geometry(spacing: np.ndarray, fov: np.ndarray, cfg: DataConfig, path: Path) -> None:
+    """Refuse voxel sizes and fields of view outside ``cfg``'s clinical ranges (e.g. spacing written in metres)."""
+    for what, values, (lo, hi), key in (
+        ("voxel spacing", spacing, cfg.spacing_range_mm, "spacing_range_mm"),
+        ("field of view", fov, cfg.fov_range_mm, "fov_range_mm"),
+    ):
+        if not all(lo <= v <= hi for v in values):
+            shown = " x ".join(f"{v:.4g}" for v in values)
+            raise DataError(
+                f"implausible {what} {shown} mm in {path}: outside data.{key} = [{lo:g}, {hi:g}] mm "
+                "(header units wrong? widen the range if the scan is genuine)",
+                "implausible_geometry",
+            )
+
+
+def load_volume(path: str | Path, cfg: DataConfig | None = None) -> Volume:
     """Load a 3D NIfTI volume (``.nii`` or ``.nii.gz``) and check it is usable.
 
+    Args:
+        path: the file (only ever opened for reading).
+        cfg: the input checks (``max_voxels``, ``max_inflation``, spacing and FOV ranges; default: defaults).
+
     Raises:
-        DataError: missing file, not NIfTI, corrupt/truncated gzip, 4D series, singular affine,
-            all-zero or non-finite intensities. The message names the file.
+        DataError: missing file, not NIfTI, corrupt/truncated gzip, 4D series, complex/RGB voxels, a declared
+            size too large or impossible for the file, singular affine, implausible spacing or FOV, all-zero
+            or non-finite intensities. The message names the file.
     """
     path = Path(path)
+    cfg = cfg or DataConfig()
     image = _open_image(path)
     shape = _spatial_shape(tuple(int(n) for n in image.shape), path)
+    dtype = image.header.get_data_dtype()
+    check_voxel_type(dtype, path)
+    check_declared_size(int(np.prod(image.shape, dtype=np.int64)), dtype.itemsize,
+                        int(getattr(image.dataobj, "offset", 0)), path.stat().st_size, path.name.endswith(".gz"),
+                        cfg, path)  # fmt: skip
     if int(image.header["sform_code"]) == 0 and int(image.header["qform_code"]) == 0:
         raise DataError(
             f"no world coordinates in {path} (sform and qform codes are both 0): cannot place it relative "
@@ -106,6 +186,7 @@ def load_volume(path: str | Path) -> Volume:
     affine = np.asarray(image.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise DataError(f"invalid (singular or non-finite) affine in {path}", "bad_affine")
+    check_geometry(voxel_spacing(affine), grid_extent_mm(affine, shape), cfg, path)
     try:
         array = np.asarray(image.dataobj, dtype=np.float32).reshape(shape)
     except (gzip.BadGzipFile, zlib.error, EOFError, OSError, ValueError) as exc:
@@ -114,5 +195,5 @@ def load_volume(path: str | Path) -> Volume:
         raise DataError(f"volume contains NaN or Inf values: {path}", "non_finite")
     if not np.any(array):
         raise DataError(f"volume is all zero: {path}", "all_zero")
-    source_dtype = str(image.header.get_data_dtype())
+    source_dtype = str(dtype)
     return Volume(array=array, affine=affine, source_dtype=source_dtype)

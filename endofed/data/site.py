@@ -19,6 +19,7 @@ from endofed.config import DataConfig
 from endofed.data.cache import SourceIndex, VolumeCache, cache_key, file_digest
 from endofed.data.manifest import MODALITIES, Case
 from endofed.errors import DataError
+from endofed.io.hashing import array_sha256
 
 if TYPE_CHECKING:
     from endofed.data.nifti import Volume
@@ -35,12 +36,15 @@ class CaseResult:
         key: cache key when the case is usable, else ``None``.
         error: why the case is unusable, else ``None``.
         facts: source facts per modality and the T1/T2 overlap (aggregated into the data passport).
+        content: digest of each modality's decoded voxels (header-independent; local only, never in the
+            passport): the same scan re-saved with another header under another subject id has the same one.
     """
 
     case: Case
     key: str | None = None
     error: DataError | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+    content: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -108,33 +112,51 @@ def _case_digests(
 
 
 def _preprocess_into_cache(case: Case, key: str, cfg: DataConfig, cache: VolumeCache) -> dict[str, Any]:
-    """Load, preprocess and store one case; return its facts (imports the preprocessing: MONAI, nibabel)."""
+    """Load, preprocess and store one case; return its cache metadata (imports the preprocessing: MONAI, nibabel)."""
     from endofed.data.nifti import load_volume
     from endofed.data.preprocess import overlap_fraction, preprocess_case
 
-    volumes = {name: (load_volume(p) if (p := getattr(case, name)) is not None else None) for name in MODALITIES}
+    volumes = {name: (load_volume(p, cfg) if (p := getattr(case, name)) is not None else None) for name in MODALITIES}
     try:
         pre = preprocess_case(volumes["t1"], volumes["t2"], cfg)
     except DataError as exc:  # name the files: the pure preprocessing step does not know them
         raise DataError(f"{exc} [T1: {case.t1}, T2: {case.t2}]", exc.code) from None
     facts: dict[str, Any] = {name: volume_facts(v) for name, v in volumes.items() if v is not None}
     facts["overlap_fraction"] = overlap_fraction(pre)
-    meta = {"affine": pre.affine.tolist(), "facts": facts, "label": case.label}
+    content = {name: array_sha256(v.array) for name, v in volumes.items() if v is not None}
+    meta = {"affine": pre.affine.tolist(), "facts": facts, "content": content, "label": case.label}
     cache.put(key, pre.image.astype(cfg.cache_dtype, copy=False), pre.mask, meta)
-    return facts
+    return meta
 
 
 def prepare_case(case: Case, cfg: DataConfig, cache: VolumeCache, digests: dict[str, str | None]) -> CaseResult:
     """Preprocess one case into the cache unless already there; never raises ``DataError``."""
     try:
         key = cache_key(digests["t1"], digests["t2"], cfg)
-        if cache.contains(key):
-            facts = cache.meta(key)["facts"]
-        else:
-            facts = _preprocess_into_cache(case, key, cfg, cache)
+        meta = cache.meta(key) if cache.contains(key) else _preprocess_into_cache(case, key, cfg, cache)
     except DataError as exc:
         return CaseResult(case, error=exc)
-    return CaseResult(case, key=key, facts=facts)
+    return CaseResult(case, key=key, facts=meta["facts"], content=meta.get("content", {}))
+
+
+def _refuse_duplicate(
+    case: Case, digests: dict[str, str | None] | dict[str, str], owner: dict[str, str], what: str, code: str
+) -> None:
+    """Record ``case``'s digests in ``owner``; raise if one already belongs to another subject.
+
+    Args:
+        case: the case being prepared.
+        digests: its digest per modality (``None``: modality absent).
+        owner: digest -> first subject seen with it (updated).
+        what: the message, with ``{file}`` for the offending file and ``{first}`` for the first subject.
+        code: the failure code counted in the passport.
+    """
+    for name, digest in digests.items():
+        if digest is None:
+            continue
+        first = owner.setdefault(digest, case.subject_id)
+        if first != case.subject_id:
+            raise DataError(what.format(file=f"{name.upper()} {getattr(case, name)}", first=first), code)
 
 
 def prepare_site(
@@ -148,7 +170,8 @@ def prepare_site(
     """Validate and preprocess every case; failures are returned, not raised.
 
     A file whose bytes equal a file of an earlier case (e.g. the same scan filed under two subjects,
-    which would leak between splits) fails as ``duplicate_image``.
+    which would leak between splits) fails as ``duplicate_image``; one whose decoded voxels equal those of an
+    earlier case's file (the same scan re-saved with another header) fails as ``duplicate_content``.
 
     Args:
         cases: the site's cases (``manifest.load_cases``).
@@ -163,22 +186,18 @@ def prepare_site(
         One result per case, in input order.
     """
     results = []
-    owner: dict[str, str] = {}  # file digest -> first subject that used it
+    file_owner: dict[str, str] = {}  # file digest -> first subject that used it
+    content_owner: dict[str, str] = {}  # decoded-voxel digest -> first subject that used it
     for case in cases:
         try:
             digests = _case_digests(case, cfg, cache, sources, full)
             if digests["t1"] is not None and digests["t1"] == digests["t2"]:
                 raise DataError(f"T1 and T2 of subject {case.subject_id!r} are the same image", "duplicate_image")
-            for name, digest in digests.items():
-                if digest is None:
-                    continue
-                first = owner.setdefault(digest, case.subject_id)
-                if first != case.subject_id:
-                    raise DataError(
-                        f"{name.upper()} file {getattr(case, name)} is identical to a file of subject {first!r}",
-                        "duplicate_image",
-                    )
+            same_bytes = "file {file} is identical to a file of subject {first!r}"
+            _refuse_duplicate(case, digests, file_owner, same_bytes, "duplicate_image")
             result = prepare_case(case, cfg, cache, digests)
+            same_voxels = "file {file} has the same voxels as a file of subject {first!r} (the same scan re-saved?)"
+            _refuse_duplicate(case, result.content, content_owner, same_voxels, "duplicate_content")
         except DataError as exc:
             result = CaseResult(case, error=exc)
         results.append(result)

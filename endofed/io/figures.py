@@ -21,10 +21,26 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from endofed.errors import EndofedError  # noqa: E402
 
 FIGURE_DPI = 100  # one resolution for every figure endofed writes
 RECONSTRUCTION_COLUMNS = ("input", "masked", "reconstruction")
+
+
+def figure_format(path: Path) -> str:
+    """The image format of a figure path (from its suffix; PNG without one), checked before any work is done.
+
+    Raises:
+        EndofedError: matplotlib cannot write that format (e.g. ``--preview out.csv``).
+    """
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if fmt not in supported:
+        raise EndofedError(f"cannot draw a figure as .{fmt}: {path} (use one of .{', .'.join(sorted(supported))})")
+    return fmt
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
@@ -41,7 +57,7 @@ def save_figure(fig: Figure, path: Path) -> Path:
         ``path``.
     """
     path = Path(path)
-    fmt = path.suffix.lstrip(".").lower() or "png"
+    fmt = figure_format(path)
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from endofed.io.files import writing
+
 
 def json_safe(value: Any) -> Any:
     """``value`` with non-finite floats replaced by ``None`` and tuples by lists (recursively)."""
@@ -40,7 +42,7 @@ def write_json(path: Path, payload: Any, *, strict: bool = False) -> Path:
     text = json.dumps(data, indent=2, allow_nan=not strict) + "\n"
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        with writing(path), os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
         os.replace(tmp, path)
     except BaseException:

@@ -103,3 +103,34 @@ def test_cache_dtype(example_site, dtype):
     cfg = DataConfig(target_spacing=(2.0, 2.0, 4.0), roi_size=(48, 48, 16), cache_dtype=dtype)
     result = prepare_site(load_cases(site)[:1], cfg, site_cache(site))[0]
     assert site_cache(site).get(result.key).image.dtype == np.dtype(dtype)
+
+
+def test_input_check_limits_are_not_part_of_the_cache_key():
+    from dataclasses import replace
+
+    loose = replace(CFG, max_voxels=2**30, max_inflation=5.0, spacing_range_mm=(0.01, 50.0), fov_range_mm=(2, 3000))
+    assert config_digest(loose) == config_digest(CFG)
+
+
+def test_the_same_scan_re_saved_with_another_header_is_a_content_duplicate(example_site):
+    import nibabel as nib
+
+    from endofed.data.passport import build_passport
+
+    site = load_site_config(example_site)
+    cases = load_cases(site)
+    original = nib.load(cases[0].t2)
+    copy = nib.Nifti1Image(np.asanyarray(original.dataobj), original.affine, original.header.copy())
+    copy.header["descrip"] = b"re-saved by another tool"
+    nib.save(copy, cases[1].t2)
+    assert file_digest(cases[1].t2) != file_digest(cases[0].t2)  # not a byte-identical file
+    results = prepare_site(cases, CFG, site_cache(site))
+    error = results[1].error
+    assert error is not None and error.code == "duplicate_content"
+    assert f"T2 {cases[1].t2} has the same voxels as a file of subject {cases[0].subject_id!r}" in str(error)
+    assert all(r.ok for i, r in enumerate(results) if i != 1)
+    passport = build_passport(site.site_id, results, CFG)
+    assert passport["content_duplicates"] == 1 and passport["duplicates"] == 0
+    # The second check takes the voxel digests from the cache and finds the same duplicate.
+    again = prepare_site(cases, CFG, site_cache(site))
+    assert again[1].error is not None and again[1].error.code == "duplicate_content"

@@ -93,6 +93,7 @@ class RoundLogMixin:
     quorum: int = 1  # ... before going on with at least this many (federation.quorum)
     node_wait_s: float = 600.0  # ... after this long
     round_offset: int = 0  # rounds of this phase completed before this strategy started (a resumed run)
+    aggregated_rounds: int = 0  # rounds whose updates were aggregated (the total-failure check counts these)
     last_evaluation: dict[int, dict[str, float]]
 
     def setup_logging(
@@ -237,6 +238,7 @@ class RoundLogMixin:
                            server_round, len(kept), self.quorum)  # fmt: skip
             arrays, metrics = None, None
         aggregation = time.perf_counter() - started
+        self.aggregated_rounds += arrays is not None
         down = self._sent_bytes
         sites = [
             {

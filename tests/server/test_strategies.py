@@ -309,11 +309,14 @@ def test_a_round_below_the_quorum_keeps_the_global_weights_and_says_so(tmp_path)
     replies = _replies(messages, {5: [2.0, 2.0], 6: [float("nan"), 0.0]})  # node 6's update is broken
     arrays, _ = strategy.aggregate_train(1, replies)
     assert arrays is None  # one valid update < quorum 2: Flower keeps the previous global weights
+    assert strategy.aggregated_rounds == 0  # what the ServerApp's total-failure check counts
     record = json.loads((tmp_path / "rounds.jsonl").read_text())
     assert record["aggregated"] is False and [r["node"] for r in record["rejected"]] == [6]
     assert [s["node"] for s in record["sites"]] == [5] and record["sites"][0]["update_norm_ratio"] == 1.0
     with pytest.raises(Exception, match="only 1 of 3 sites connected"):
         strategy.configure_train(2, _record(w=[1.0, 1.0]), ConfigRecord({}), _Grid([5]))
+    replies = _replies(messages, {5: [2.0, 2.0], 6: [3.0, 3.0]})
+    assert strategy.aggregate_train(1, replies)[0] is not None and strategy.aggregated_rounds == 1
 
 
 # median of {1, 2, 3, 2, 1000} = 2 (and 20 for the second coordinate); trimming 20% (one site) at each end

@@ -84,6 +84,7 @@ class DataConfig:
     max_inflation: float = 100.0  # a .nii.gz may declare at most this many times its size (zip bombs)
     spacing_range_mm: tuple[float, float] = (0.05, 20.0)  # voxel size per axis (catches metres/microns)
     fov_range_mm: tuple[float, float] = (1.0, 2000.0)  # field of view per axis
+    near_duplicate_correlation: float = 0.99  # warn when two cases' thumbnails correlate this much (0 = off)
 
     def __post_init__(self) -> None:
         _require(len(self.target_spacing) == 3, f"data.target_spacing needs 3 values, got {self.target_spacing!r}")
@@ -106,6 +107,10 @@ class DataConfig:
         )
         _positive("data.max_voxels", self.max_voxels)
         _positive("data.max_inflation", self.max_inflation)
+        _require(
+            self.near_duplicate_correlation <= 1,
+            f"data.near_duplicate_correlation must be <= 1 (0 = off), got {self.near_duplicate_correlation!r}",
+        )
         for name in ("spacing_range_mm", "fov_range_mm"):
             lo, hi = getattr(self, name)
             _require(0 < lo < hi, f"data.{name} must satisfy 0 < min < max, got {(lo, hi)!r}")

@@ -167,7 +167,7 @@ CASES: dict[str, tuple[Setup, str]] = {
     "work_dir on a full disk": (work_dir_full, r"error: .*full/work/cache/.*: no space left on the device"),
     "passport on a full disk": (passport_on_a_full_disk, r"error: .*tiny/.*passport.*: no space left on the device"),
     "--preview with a .csv suffix": (preview_as_csv, r"error: cannot draw a figure as \.csv: .*preview\.csv"),
-    "--set ROI that cannot be allocated": (roi_cannot_be_allocated, r"tiny\.yaml \+ --set overrides: data\.roi_size .*above"),
+    "--set ROI that cannot be allocated": (roi_cannot_be_allocated, r"yaml \+ --set overrides: data\.roi_size .*above"),
     "gzip bomb (67 MB in 0.1 MB)": (gzip_bomb, r"sub-001/T2\.nii\.gz would inflate from .* above data\.max_inflation"),
     "header declares 9e11 voxels": (header_declares_a_huge_volume, r"declares 900,000,000,000 voxels, above"),
     "truncated .nii": (truncated_uncompressed_file, r"truncated image: .*declares 20,971,520 bytes"),

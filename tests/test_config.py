@@ -223,7 +223,8 @@ def test_builder_serves_any_dataclass_schema_and_resolves_paths(tmp_path):
     resolved = resolve_paths(loaded, tmp_path, ("keys", "out"))
     assert resolved.keys == ((tmp_path / "a.pub").resolve(), (tmp_path.parent / "b.pub").resolve())
     assert resolved.out is None
-    with pytest.raises(ConfigError, match=r"s.yaml \+ --set overrides: unknown config key 'schema.nme' \(did you mean 'name'\?\)"):
+    unknown = r"s.yaml \+ --set overrides: unknown config key 'schema.nme' \(did you mean 'name'\?\)"
+    with pytest.raises(ConfigError, match=unknown):
         load_dataclass(Schema, tmp_path / "s.yaml", ["nme=z"], "schema")
 
 

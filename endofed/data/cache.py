@@ -30,9 +30,9 @@ from endofed.io.hashing import file_sha256
 from endofed.io.jsonl import write_json
 
 # Bump when the preprocessing code changes what it produces for the same inputs and config.
-PREPROCESS_VERSION = 2  # 2: entries record a digest of each modality's decoded voxels (content duplicates)
+PREPROCESS_VERSION = 2  # 2: entries record each modality's decoded-voxel digest and thumbnail (duplicates)
 # DataConfig fields that only decide which inputs are refused: they cannot change a cached case.
-INPUT_CHECK_FIELDS = ("max_voxels", "max_inflation", "spacing_range_mm", "fov_range_mm")
+INPUT_CHECK_FIELDS = ("max_voxels", "max_inflation", "spacing_range_mm", "fov_range_mm", "near_duplicate_correlation")
 SOURCE_INDEX = "sources.json"
 SOURCE_INDEX_VERSION = 1
 # A file changed less than this before it was hashed may change again within the same timestamp tick (coarse

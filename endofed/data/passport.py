@@ -2,7 +2,8 @@
 
 It is what a hospital may show the coordinator before joining: how many cases, how many labelled, the
 label balance, which modalities are present, the orientation codes, spacing/shape/FOV ranges, intensity
-percentiles, duplicates (identical files, and files with identical voxels), and how many cases failed for which reason.
+percentiles, duplicates (identical files, files with identical voxels, and usable cases that look like an
+earlier one), and how many cases failed for which reason.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def build_passport(
             {"min": round(min(overlaps), 4), "median": round(float(np.median(overlaps)), 4)} if overlaps else None
         ),
         "duplicates": sum(1 for r in failed if r.error is not None and r.error.code == "duplicate_image"),
+        "near_duplicates": sum(1 for r in usable if r.near_duplicate is not None),
         "content_duplicates": sum(1 for r in failed if r.error is not None and r.error.code == "duplicate_content"),
         "failures": dict(sorted(Counter(r.error.code for r in failed if r.error is not None).items())),
         "ready": bool(usable) and (not failed or allow_failures),

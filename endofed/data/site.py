@@ -8,6 +8,7 @@ case misses the cache; preprocessing (MONAI, nibabel) is imported only when a ca
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,9 @@ class CaseResult:
         facts: source facts per modality and the T1/T2 overlap (aggregated into the data passport).
         content: digest of each modality's decoded voxels (header-independent; local only, never in the
             passport): the same scan re-saved with another header under another subject id has the same one.
+        thumbnail: per channel, a coarse thumbnail of the preprocessed case (:mod:`endofed.data.similarity`).
+        near_duplicate: a warning when the case looks like an earlier one (a rescaled or re-oriented copy); the
+            case stays usable, the passport counts it.
     """
 
     case: Case
@@ -45,6 +49,8 @@ class CaseResult:
     error: DataError | None = None
     facts: dict[str, Any] = field(default_factory=dict)
     content: dict[str, str] = field(default_factory=dict)
+    thumbnail: list[list[float] | None] = field(default_factory=list)
+    near_duplicate: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -115,6 +121,7 @@ def _preprocess_into_cache(case: Case, key: str, cfg: DataConfig, cache: VolumeC
     """Load, preprocess and store one case; return its cache metadata (imports the preprocessing: MONAI, nibabel)."""
     from endofed.data.nifti import load_volume
     from endofed.data.preprocess import overlap_fraction, preprocess_case
+    from endofed.data.similarity import thumbnail
 
     volumes = {name: (load_volume(p, cfg) if (p := getattr(case, name)) is not None else None) for name in MODALITIES}
     try:
@@ -124,7 +131,8 @@ def _preprocess_into_cache(case: Case, key: str, cfg: DataConfig, cache: VolumeC
     facts: dict[str, Any] = {name: volume_facts(v) for name, v in volumes.items() if v is not None}
     facts["overlap_fraction"] = overlap_fraction(pre)
     content = {name: array_sha256(v.array) for name, v in volumes.items() if v is not None}
-    meta = {"affine": pre.affine.tolist(), "facts": facts, "content": content, "label": case.label}
+    meta = {"affine": pre.affine.tolist(), "facts": facts, "content": content, "label": case.label,
+            "thumbnail": thumbnail(pre.image, pre.mask)}  # fmt: skip
     cache.put(key, pre.image.astype(cfg.cache_dtype, copy=False), pre.mask, meta)
     return meta
 
@@ -136,7 +144,7 @@ def prepare_case(case: Case, cfg: DataConfig, cache: VolumeCache, digests: dict[
         meta = cache.meta(key) if cache.contains(key) else _preprocess_into_cache(case, key, cfg, cache)
     except DataError as exc:
         return CaseResult(case, error=exc)
-    return CaseResult(case, key=key, facts=meta["facts"], content=meta.get("content", {}))
+    return CaseResult(case, key=key, facts=meta["facts"], content=meta["content"], thumbnail=meta["thumbnail"])
 
 
 def _refuse_duplicate(
@@ -205,4 +213,21 @@ def prepare_site(
             on_case(result)
     if sources is not None:
         sources.save()
-    return results
+    return mark_near_duplicates(results, cfg.near_duplicate_correlation)
+
+
+def mark_near_duplicates(results: list[CaseResult], threshold: float) -> list[CaseResult]:
+    """``results`` with a warning on every usable case whose thumbnail matches an earlier usable case's."""
+    from endofed.data.similarity import near_duplicate_pairs
+
+    usable = [i for i, r in enumerate(results) if r.ok]
+    marked = list(results)
+    for a, b, channel, corr in near_duplicate_pairs([results[i].thumbnail for i in usable], threshold):
+        first, later = results[usable[a]], results[usable[b]]
+        modality = MODALITIES[channel].upper()
+        warning = (
+            f"{modality} looks like the {modality} of subject {first.case.subject_id!r} (thumbnail correlation "
+            f"{corr:.4f} >= data.near_duplicate_correlation {threshold:g}): one scan filed twice?"
+        )
+        marked[usable[b]] = dataclasses.replace(later, near_duplicate=warning)
+    return marked

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 
@@ -134,3 +135,25 @@ def test_the_same_scan_re_saved_with_another_header_is_a_content_duplicate(examp
     # The second check takes the voxel digests from the cache and finds the same duplicate.
     again = prepare_site(cases, CFG, site_cache(site))
     assert again[1].error is not None and again[1].error.code == "duplicate_content"
+
+
+def test_a_rescaled_copy_is_kept_but_reported_as_a_near_duplicate(example_site):
+    import nibabel as nib
+
+    from endofed.data.passport import build_passport
+
+    site = load_site_config(example_site)
+    cases = load_cases(site)
+    original = nib.load(cases[0].t2)
+    rescaled = (np.asanyarray(original.dataobj) * 2.5 + 10).astype(np.float32)  # other voxels, same picture
+    copy = nib.Nifti1Image(rescaled, original.affine)
+    copy.set_sform(original.affine, code=1)
+    nib.save(copy, cases[2].t2)
+    results = prepare_site(cases, CFG, site_cache(site))
+    assert all(r.ok for r in results)  # a warning, not a failure
+    flagged = [(i, r.near_duplicate) for i, r in enumerate(results) if r.near_duplicate is not None]
+    assert len(flagged) == 1 and flagged[0][0] == 2
+    assert f"T2 looks like the T2 of subject {cases[0].subject_id!r}" in str(flagged[0][1])
+    assert build_passport(site.site_id, results, CFG)["near_duplicates"] == 1
+    off = prepare_site(cases, dataclasses.replace(CFG, near_duplicate_correlation=0.0), site_cache(site))
+    assert all(r.near_duplicate is None for r in off)

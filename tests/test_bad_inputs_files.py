@@ -77,6 +77,12 @@ def passport_on_a_full_disk(w: World):
     return _check(w, "--passport", str(w.root / "tiny" / "passport.json"))
 
 
+def pretrain_out_on_a_full_disk(w: World):
+    w.unmount = mount_tmpfs(w.root / "small", 64)  # type: ignore[attr-defined]  # a tiny encoder is ~0.3 MB
+    out = w.root / "small" / "pretrain"
+    return endofed_main, ["pretrain", "--site", str(w.site_yaml), "--config", TINY, *SETS, "--out", str(out)]
+
+
 def preview_as_csv(w: World):
     return _check(w, "--preview", str(w.root / "preview.csv"))
 
@@ -166,6 +172,7 @@ CASES: dict[str, tuple[Setup, str]] = {
     "work_dir on a read-only file system": (work_dir_read_only, r"error: .*ro/work.*: read-only file system"),
     "work_dir on a full disk": (work_dir_full, r"error: .*full/work/cache/.*: no space left on the device"),
     "passport on a full disk": (passport_on_a_full_disk, r"error: .*tiny/.*passport.*: no space left on the device"),
+    "pretrain --out on a full disk": (pretrain_out_on_a_full_disk, r"error: .*small/pretrain/.*: no space left on"),
     "--preview with a .csv suffix": (preview_as_csv, r"error: cannot draw a figure as \.csv: .*preview\.csv"),
     "--set ROI that cannot be allocated": (roi_cannot_be_allocated, r"yaml \+ --set overrides: data\.roi_size .*above"),
     "gzip bomb (67 MB in 0.1 MB)": (gzip_bomb, r"sub-001/T2\.nii\.gz would inflate from .* above data\.max_inflation"),

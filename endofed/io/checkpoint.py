@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ from safetensors.torch import load_file, save_file
 
 import endofed
 from endofed.errors import EndofedError
+from endofed.io.files import writing
 from endofed.io.hashing import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -172,6 +174,15 @@ def metadata_path(path: Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
+def os_error_of(exc: SafetensorError, path: Path) -> Exception:
+    """The ``OSError`` behind a failed safetensors write (it reports ``SafetensorError("... (os error 28)")``)."""
+    match = re.search(r"os error (\d+)", str(exc))
+    if match is None:
+        return EndofedError(f"cannot write checkpoint {path}: {exc}")
+    code = int(match.group(1))
+    return OSError(code, os.strerror(code), str(path))
+
+
 def save_checkpoint(
     path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any], content_hash: bool = True
 ) -> Path:
@@ -197,8 +208,11 @@ def save_checkpoint(
     _check_metadata(metadata)
     storable = _storable(tensors)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic_target(path) as tmp:
-        save_file(storable, tmp)
+    with _atomic_target(path) as tmp, writing(path):
+        try:
+            save_file(storable, tmp)
+        except SafetensorError as exc:
+            raise os_error_of(exc, path) from exc
         digest = file_sha256(tmp) if content_hash else None
     record = {
         **dict(metadata),
@@ -208,7 +222,7 @@ def save_checkpoint(
         "sha256": digest,
     }
     text = _dump_json(record, "metadata", indent=2, sort_keys=True)
-    with _atomic_target(metadata_path(path)) as tmp:
+    with _atomic_target(metadata_path(path)) as tmp, writing(metadata_path(path)):
         tmp.write_text(text + "\n", encoding="utf-8")
     logger.info("saved checkpoint %s (%d tensors, sha256 %s)", path, len(storable), (digest or "none")[:12])
     return path

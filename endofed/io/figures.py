@@ -25,6 +25,7 @@ from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from endofed.errors import EndofedError  # noqa: E402
+from endofed.io.files import writing  # noqa: E402
 
 FIGURE_DPI = 100  # one resolution for every figure endofed writes
 RECONSTRUCTION_COLUMNS = ("input", "masked", "reconstruction")
@@ -61,7 +62,7 @@ def save_figure(fig: Figure, path: Path) -> Path:
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with partial.open("wb") as handle:
+        with writing(path), partial.open("wb") as handle:
             fig.savefig(handle, format=fmt, dpi=FIGURE_DPI, bbox_inches="tight")
         os.replace(partial, path)
     finally:

@@ -242,3 +242,15 @@ def test_config_hash_is_stable_and_sensitive() -> None:
     assert ck.config_hash({"a": {"y": 1, "x": 2}}) == ck.config_hash({"a": {"x": 2, "y": 1}})
     with pytest.raises(ValueError, match="config dict must be JSON-serialisable"):
         ck.config_hash({"a": object()})
+
+
+def test_a_failed_write_is_the_os_error_it_was(tmp_path):
+    import errno
+
+    from safetensors import SafetensorError
+
+    from endofed.io.checkpoint import os_error_of
+
+    error = os_error_of(SafetensorError("Error while serializing: I/O error: No space left (os error 28)"), tmp_path)
+    assert isinstance(error, OSError) and error.errno == errno.ENOSPC and error.filename == str(tmp_path)
+    assert "cannot write checkpoint" in str(os_error_of(SafetensorError("something else"), tmp_path))

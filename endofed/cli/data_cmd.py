@@ -60,7 +60,9 @@ def register(commands: Any) -> None:
         help="convert a folder of DICOM series to NIfTI",
         description=(
             "Convert every DICOM series under DICOM_DIR into OUT_DIR/<series description>.nii.gz. "
-            "A series with a missing slice is refused, never written as a wrong volume. "
+            "A series with a missing slice is refused, never written as a wrong volume; one that repeats its "
+            "slice positions (e.g. two echoes) becomes one file per echo, acquisition or time point. "
+            "Non-DICOM files are skipped and counted. "
             "DICOM_DIR is only read; existing files in OUT_DIR are never overwritten."
         ),
     )
@@ -119,7 +121,9 @@ def passport_tables(passport: dict[str, Any]) -> tuple[Table, Table]:
     if passport["t1_t2_overlap"] is not None:
         overlap = passport["t1_t2_overlap"]
         summary.add_row("T1/T2 overlap", f"min {overlap['min']:.0%}, median {overlap['median']:.0%} of the T2 region")
-    summary.add_row("duplicates", str(passport["duplicates"]))
+    duplicates = (f"{passport['duplicates']} identical files, {passport['content_duplicates']} with the same "
+                  f"voxels, {passport['near_duplicates']} look alike")  # fmt: skip
+    summary.add_row("duplicates", duplicates)
     summary.add_row("failures", _counts(passport["failures"]) or "none")
     summary.add_row("ready to train", "yes" if passport["ready"] else "NO")
     modalities = Table(title="Source images (usable cases)")
@@ -153,10 +157,13 @@ def run_check(args: argparse.Namespace) -> int:
     """``endofed data check``: always the full check (every source file hashed again)."""
     from endofed.data.check import check_site, site_cache
     from endofed.data.preview import write_preview
+    from endofed.io.figures import figure_format
 
     site = load_site_config(args.site)
     cfg = load_config(args.config, args.overrides)
     preview = None if args.preview is None else Path(args.preview) if args.preview else site.work_dir / "preview.png"
+    if preview is not None:
+        figure_format(preview)  # refuse e.g. --preview out.csv before the check runs
     with _progress() as progress:
         task = progress.add_task("preprocessing", total=None)
         check = check_site(
@@ -176,6 +183,11 @@ def run_check(args: argparse.Namespace) -> int:
         console.print(f"[bold]Failed cases[/bold] (local details, not in the passport): {len(failed)}")
         for result in failed:
             console.print(f"  {result.case.subject_id}: {result.error}", markup=False)
+    similar = [r for r in check.results if r.near_duplicate is not None]
+    if similar:
+        console.print(f"[bold]Possible duplicates[/bold] (usable; check them, local details): {len(similar)}")
+        for result in similar:
+            console.print(f"  {result.case.subject_id}: {result.near_duplicate}", markup=False)
     console.print(f"passport written to {check.passport_path}", markup=False)
     if preview is not None:
         usable = [r for r in check.results if r.ok][:PREVIEW_CASES]
@@ -188,23 +200,27 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def _report_series(result: SeriesResult) -> None:
-    """Print one converted (or refused) series."""
+    """Print one converted (or refused) volume."""
+    files = f"{result.n_files} file{'' if result.n_files == 1 else 's'}"
+    files += f", {result.duplicates} duplicate(s) dropped" if result.duplicates else ""
     if result.error is None:
-        console.print(f"  ok    {result.description!r} ({result.n_files} files) -> {result.output}", markup=False)
+        console.print(f"  ok    {result.description!r} ({files}) -> {result.output}", markup=False)
     else:
-        console.print(f"  FAIL  {result.description!r} ({result.n_files} files): {result.error}", markup=False)
+        console.print(f"  FAIL  {result.description!r} ({files}): {result.error}", markup=False)
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    """``endofed data convert``."""
+    """``endofed data convert``: the summary, then one error line (exit 1) if anything was refused."""
     from endofed.data.dicom import convert_directory
     from endofed.data.guard import collect_sources, refuse_source_writes
 
     refuse_source_writes([("OUT_DIR", args.out_dir)], collect_sources((), folders=(args.dicom_dir,)))
-    results = convert_directory(args.dicom_dir, args.out_dir, on_series=_report_series)
-    failed = [r for r in results if r.error is not None]
-    console.print(f"{len(results) - len(failed)} series converted, {len(failed)} refused")
-    return EXIT_FAILED if failed else EXIT_OK
+    report = convert_directory(args.dicom_dir, args.out_dir, on_series=_report_series)
+    console.print(report.summary(), markup=False)
+    failure = report.failure_line()
+    if failure is not None:
+        raise DataError(failure, "dicom_invalid")
+    return EXIT_OK
 
 
 def run_example(args: argparse.Namespace) -> int:

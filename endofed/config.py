@@ -114,6 +114,12 @@ class DataConfig:
         for name in ("spacing_range_mm", "fov_range_mm"):
             lo, hi = getattr(self, name)
             _require(0 < lo < hi, f"data.{name} must satisfy 0 < min < max, got {(lo, hi)!r}")
+        lo, hi = self.spacing_range_mm
+        _require(
+            all(lo <= v <= hi for v in self.target_spacing),
+            f"data.target_spacing must lie within data.spacing_range_mm = [{lo:g}, {hi:g}] mm, "
+            f"got {tuple(self.target_spacing)!r}",
+        )
         roi_voxels = 2 * math.prod(self.roi_size)  # T1 + T2 channels
         _require(
             roi_voxels <= self.max_voxels,

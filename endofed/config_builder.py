@@ -130,9 +130,20 @@ class _PlainLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config or site YAML is a few kB; a bigger file is a mistake or an attack
+
+
 def load_plain_yaml(text: str) -> Any:
-    """``yaml.safe_load`` that refuses aliases (raises ``yaml.YAMLError``)."""
-    return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 (a SafeLoader subclass)
+    """``yaml.safe_load`` that refuses aliases; raises ``yaml.YAMLError``.
+
+    Also for values nested too deeply or numbers too long for Python to hold (``RecursionError``, ``ValueError``).
+    """
+    try:
+        return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 (a SafeLoader subclass)
+    except RecursionError:
+        raise yaml.YAMLError("values nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise yaml.YAMLError(f"a value cannot be read: {str(exc)[:120]}") from None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -141,6 +152,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if special_file(path):
         raise ConfigError(f"config file {path} is not a regular file (a folder, FIFO or device)")
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is {path.stat().st_size:,} bytes, more than a config can need "
+                              f"({MAX_CONFIG_BYTES:,})")  # fmt: skip
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -247,3 +248,32 @@ def test_yaml_aliases_are_refused_but_plain_yaml_and_anchors_load():
         load_plain_yaml("a: &anchor [1]\nb: *anchor\n")
     with pytest.raises(ConfigError, match=r"cannot parse the value of override"):
         apply_overrides({}, ["seed=*anchor"])
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "values nested too deeply"),
+        ("seed: 1" + "0" * 5000 + "\n", "a value cannot be read: Exceeds the limit (4300 digits)"),
+    ],
+)
+def test_yaml_beyond_what_python_can_hold_is_one_config_error(tmp_path, text, words):
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        load_config(tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match="cannot parse the value of override"):
+        load_config(None, [text.strip().replace(": ", "=", 1)])
+
+
+def test_a_config_file_too_big_to_be_a_config_is_refused_unread(tmp_path):
+    from endofed.config_builder import MAX_CONFIG_BYTES
+
+    (tmp_path / "big.yaml").write_text("seed: 1\n" + "#" * MAX_CONFIG_BYTES)
+    with pytest.raises(ConfigError, match=r"big.yaml is 1,048,584 bytes, more than a config can need"):
+        load_config(tmp_path / "big.yaml")
+
+
+@pytest.mark.parametrize("spacing", [[float("inf"), 1, 1], [0.0001, 1, 1], [1, 1, 25]])
+def test_target_spacing_outside_the_clinical_range_is_refused(spacing):
+    with pytest.raises(ConfigError, match="data.target_spacing must lie within data.spacing_range_mm"):
+        load_config(None, [f"data.target_spacing={spacing}".replace("inf", ".inf")])

@@ -43,7 +43,7 @@ _OS_CAUSES = {
     errno.EIO: "input/output error (failing disk or network share?)",
 }
 
-MAX_MESSAGE_CHARS = 400  # an error line is cut in the middle beyond this (a value may be huge)
+MAX_MESSAGE_CHARS = 800  # an error line is cut in the middle beyond this (a value may be huge)
 
 
 def shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:

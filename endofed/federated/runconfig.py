@@ -40,10 +40,16 @@ def site_config_path(node_config: Mapping[str, object], run_config: Mapping[str,
     """The site YAML of this node: ``--node-config site-config=...`` (deployment) or the partition's entry.
 
     Raises:
-        ConfigError: neither is available, or the partition has no site YAML.
+        ConfigError: neither is available, the node config's value is not a path, or the partition has no
+            site YAML.
     """
     if NODE_SITE_CONFIG in node_config:
-        return Path(str(node_config[NODE_SITE_CONFIG]))
+        value = node_config[NODE_SITE_CONFIG]
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(
+                f"--node-config {NODE_SITE_CONFIG} must be the site YAML's path as a quoted string, got {value!r}"
+            )
+        return Path(value)  # exactly as given: endofed-client passes the absolute path (endofed.launch.flwr)
     sites = [s for s in str(run_config.get(SITE_CONFIGS, "")).split(os.pathsep) if s]
     partition = node_config.get("partition-id")
     if partition is None or not sites:

@@ -5,7 +5,8 @@ dependency installation off; registers every site's public key; submits the run 
 succeeds only if the run ends ``finished:completed``. The SuperLink is ended by PID in every case.
 A client first checks its data (as ``endofed data check``), then starts ``flower-supernode`` with the CA
 certificate, its private key and ``--node-config 'site-config="<abs path>"'``; the ClientApp it runs for
-every message reads that site YAML.
+every message reads that site YAML. A SuperNode that could not join is restarted, and the cause in its log is
+printed in one line (:mod:`endofed.launch.diagnose`); a refused certificate or key ends the client.
 
 A run's folder (the server's ``output_dir``) holds ``launch.json`` (the server config, overrides and the run key
 that names the sites' state folders) and, after every completed round, ``server_state.safetensors``. After a
@@ -36,15 +37,28 @@ from endofed.errors import ConfigError, DataError
 from endofed.federated.privacy import check_privacy_plan
 from endofed.federated.protocol import STATE_FILE, SUMMARY_FILE
 from endofed.federated.runconfig import CONFIG_OVERRIDES, CONFIG_PATH, NODE_SITE_CONFIG, OUTPUT_DIR, RESUME, RUN_KEY
+from endofed.launch.diagnose import (
+    CERTIFICATE_KINDS,
+    UNKNOWN,
+    Cause,
+    classify_supernode_log,
+    describe,
+    give_up_reason,
+    log_size,
+    read_log_since,
+    server_certificate_facts,
+)
 from endofed.launch.flwr import (
     COMPLETED,
     env_path_with_venv,
     flower_binary,
     flwr_run,
+    key_values,
     last_run_status,
     write_connection,
 )
 from endofed.launch.processes import Child, LaunchError, flower_env, free_port, sigterm_as_interrupt, wait_for_port
+from endofed.launch.resume_check import check_resume_state
 from endofed.launch.simulation import find_app_dir
 
 CONNECTION = "endofed-server"
@@ -87,18 +101,31 @@ def read_launch(run_dir: Path) -> Launch:
     """The run recorded in ``run_dir`` (for ``--resume``).
 
     Raises:
-        ConfigError: the folder holds no run, or its record is unreadable.
+        ConfigError: the folder holds no run, or its record is unreadable (one line naming the file).
     """
     path = Path(run_dir) / LAUNCH_FILE
     if not path.is_file():
         raise ConfigError(f"{run_dir} holds no endofed-server run ({LAUNCH_FILE} missing): nothing to resume")
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        server = build(ServerConfig, {k: v for k, v in record["server"].items() if v is not None}, "server")
-        server = dataclasses.replace(server, **_paths(server))
-        return Launch(server, tuple(record["overrides"]), str(record["run_key"]))
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        return _launch_from_record(json.loads(path.read_text(encoding="utf-8")))
+    except KeyError as exc:
+        raise ConfigError(f"{path} is not a valid run record: it has no {exc}") from None
+    except (ValueError, TypeError, AttributeError, OSError) as exc:  # ValueError: JSON, UTF-8, ConfigError
         raise ConfigError(f"{path} is not a valid run record: {exc}") from None
+
+
+def _launch_from_record(record: dict[str, Any]) -> Launch:
+    """A :class:`Launch` from the JSON of ``launch.json`` (``TypeError`` naming a wrong entry)."""
+    if not isinstance(record, dict) or not isinstance(record["server"], dict):
+        raise TypeError("expected an object with a 'server' object")
+    server = build(ServerConfig, {k: v for k, v in record["server"].items() if v is not None}, "server")
+    server = dataclasses.replace(server, **_paths(server))
+    overrides, run_key = record["overrides"], record["run_key"]
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise TypeError(f"'overrides' must be a list of strings, got {overrides!r}")
+    if not isinstance(run_key, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", run_key):
+        raise TypeError(f"'run_key' must be letters, digits, '-' or '_', got {run_key!r}")
+    return Launch(server, tuple(overrides), run_key)
 
 
 def _paths(server: ServerConfig) -> dict[str, Any]:
@@ -217,6 +244,8 @@ def run_server(server: ServerConfig, overrides: Sequence[str], resume: Launch | 
     check_privacy_plan(experiment.federation)
     if resume is None:
         write_launch(launch)
+    else:
+        check_resume_state(out, experiment)  # the state the ServerApp will load, checked before anything starts
     env = env_path_with_venv(flower_env(out / "flwr-home"))
     write_connection(out / "flwr-home", CONNECTION, f"{server.address}:{server.port}", server.ca_certificate)
     run_config: dict[str, str | int | float] = {
@@ -246,20 +275,24 @@ def run_server(server: ServerConfig, overrides: Sequence[str], resume: Launch | 
 
 
 def supernode_command(site: SiteConfig, site_yaml: Path, runtime_port: int) -> list[str]:
-    """The ``flower-supernode`` command line of a hospital."""
+    """The ``flower-supernode`` command line of a hospital.
+
+    The site YAML's path reaches the ClientApp through Flower's ``--node-config`` parser; :func:`key_values`
+    escapes it so that any path (quotes, spaces, backslashes, ``=``, non-ASCII) arrives unchanged.
+    """
     return [
         flower_binary("flower-supernode"),
         "--superlink", site.server_address,
         "--root-certificates", str(site.root_certificates),
         "--auth-supernode-private-key", str(site.private_key),
-        "--node-config", f'{NODE_SITE_CONFIG}="{site_yaml.resolve()}"',
+        "--node-config", key_values({NODE_SITE_CONFIG: str(site_yaml.resolve())}),
         "--host", "127.0.0.1",
         "--port", str(runtime_port),
     ]  # fmt: skip
 
 
-def prepare_client(site: SiteConfig, site_yaml: Path, data: DataConfig) -> list[str]:
-    """Check the site's data and credentials; returns the SuperNode command line.
+def check_client(site: SiteConfig, site_yaml: Path, data: DataConfig) -> None:
+    """Check the site's data and credentials before its SuperNode starts.
 
     Raises:
         DataError: the data check fails (the site must not join).
@@ -275,7 +308,6 @@ def prepare_client(site: SiteConfig, site_yaml: Path, data: DataConfig) -> list[
         raise DataError(
             f"site {site.site_id!r} is not ready to join: {failures}; run 'endofed data check --site {site_yaml}'"
         )
-    return supernode_command(site, site_yaml, free_port())
 
 
 def retry_wait(attempt: int, first_s: float = 5.0, longest_s: float = 60.0, steady: int = 6) -> float:
@@ -287,23 +319,36 @@ def retry_wait(attempt: int, first_s: float = 5.0, longest_s: float = 60.0, stea
     return float(min(longest_s, first_s * 2 ** min(max(0, attempt - steady + 1), 16)))
 
 
+def why_supernode_failed(site: SiteConfig, log: Path, offset: int, code: int) -> tuple[Cause, str]:
+    """The cause of a SuperNode exit (from what it appended to ``log`` after ``offset``) and its explanation."""
+    cause = classify_supernode_log(read_log_since(log, offset))
+    if cause.kind == UNKNOWN and not cause.detail:
+        cause = Cause(UNKNOWN, f"exit code {code}, nothing logged")
+    facts = server_certificate_facts(site.server_address) if cause.kind in CERTIFICATE_KINDS else None
+    return cause, describe(cause, site.server_address, facts, site.root_certificates)
+
+
 def run_client(
     site: SiteConfig, site_yaml: Path, data: DataConfig, retries: int | None = None, retry_wait_s: float = 5.0
 ) -> int:
     """Check, then run this hospital's SuperNode in the foreground until it exits (Ctrl-C stops it).
 
-    A SuperNode that cannot join (coordinator not up yet or restarting, or its key not registered yet) exits;
-    it is restarted after a wait that doubles from ``retry_wait_s`` up to a minute, ``retries`` times (``None``:
-    until stopped), so sites can be started before the server and outlast a coordinator outage.
+    A SuperNode that cannot join exits; every failed attempt logs its cause in one line (read from
+    ``logs/supernode.log``). It is restarted after a wait that doubles from ``retry_wait_s`` up to a minute,
+    ``retries`` times (``None``: until stopped), so sites can be started before the server and outlast a
+    coordinator outage. A cause that restarting cannot heal (a refused certificate: 3 identical failures in a
+    row; a refused key, which the operator may still register: 10) ends it with :class:`LaunchError`; see
+    :data:`endofed.launch.diagnose.GIVE_UP_AFTER`.
     """
-    command = prepare_client(site, site_yaml, data)
+    check_client(site, site_yaml, data)
     env = env_path_with_venv(flower_env(site.work_dir / "flwr-home"))
     log = site.work_dir / "logs" / "supernode.log"
     pid_file = site.work_dir / "logs" / "supernode.pid"
-    attempt = 0
+    history: list[Cause] = []
     with sigterm_as_interrupt():
-        while retries is None or attempt <= retries:
-            child = Child("SuperNode", command, log, env)
+        while True:
+            offset = log_size(log)
+            child = Child("SuperNode", supernode_command(site, site_yaml, free_port()), log, env)  # fresh local port
             write_pid(pid_file, child.pid)
             try:
                 code = int(child.process.wait())
@@ -312,9 +357,13 @@ def run_client(
                 pid_file.unlink(missing_ok=True)
             if code == 0:
                 return 0
-            wait = retry_wait(attempt, retry_wait_s)
-            LOGGER.warning("SuperNode exited with code %d (attempt %d%s); retrying in %.0f s", code, attempt + 1,
-                           "" if retries is None else f" of {retries + 1}", wait)  # fmt: skip
+            cause, why = why_supernode_failed(site, log, offset, code)
+            history.append(cause)
+            stop = give_up_reason(history, retries)
+            if stop is not None:
+                raise LaunchError(f"SuperNode could not join {site.server_address} ({stop}): {why} (see {log})")
+            wait = retry_wait(len(history) - 1, retry_wait_s)
+            LOGGER.warning("SuperNode could not join %s: %s (see %s); retrying in %.0f s (attempt %d%s)",
+                           site.server_address, why, log, wait, len(history),
+                           "" if retries is None else f" of {retries + 1}")  # fmt: skip
             time.sleep(wait)
-            attempt += 1
-    raise LaunchError(f"the SuperNode could not join {site.server_address} after {attempt} attempts; log {log}")

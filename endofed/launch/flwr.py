@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from endofed.errors import ConfigError
 from endofed.launch.processes import LaunchError
 
 COMPLETED = "finished:completed"
@@ -31,8 +33,31 @@ def flower_binary(name: str) -> str:
 
 
 def toml_string(value: str) -> str:
-    """A TOML basic string literal."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    r"""``value`` as a TOML basic string that also survives Flower's ``key=value`` parser.
+
+    Flower (``flwr.common.config.parse_config_args``, used for ``--node-config`` and ``--run-config``) cuts a
+    value out with the regex ``"[^"]*"`` before its TOML parser sees it, so a ``"`` must not appear raw even
+    when escaped: it is written ``\u0022``. Backslashes become ``\\`` and control characters ``\uXXXX``;
+    other characters (spaces, ``'``, ``=``, non-ASCII) stay as they are.
+
+    Raises:
+        ConfigError: the text holds characters that are not valid Unicode (a file name that is not UTF-8).
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(
+            f"{value!r} is not valid UTF-8 text, which Flower cannot carry; rename the file or folder"
+        ) from None
+    out = []
+    for char in value:
+        if char == "\\":
+            out.append("\\\\")
+        elif char == '"' or ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
 
 
 def write_connection(flwr_home: Path, name: str, address: str, root_certificates: Path | None = None) -> Path:
@@ -55,16 +80,45 @@ def write_connection(flwr_home: Path, name: str, address: str, root_certificates
 
 
 def key_values(items: Mapping[str, str | int | float]) -> str:
-    """``--run-config`` / ``--federation-config`` text: ``key="value" key2=3``."""
+    """``--run-config`` / ``--node-config`` / ``--federation-config`` text: ``key="value" key2=3``.
+
+    Strings are written with :func:`toml_string`, and the text is read back with Flower's own parser: a string
+    that would not arrive unchanged raises instead of reaching the app altered.
+
+    Raises:
+        ConfigError: a string value does not survive Flower's parser.
+        ValueError: a key that is not a bare TOML key (letters, digits, '-', '_').
+    """
     parts = []
     for key, value in items.items():
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", key):
+            raise ValueError(f"config key must be letters, digits, '-' or '_', got {key!r}")
         if isinstance(value, bool):  # TOML booleans are lower case
             parts.append(f"{key}={'true' if value else 'false'}")
             continue
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # Flower passes 1.0 CPUs on as a float, which Ray refuses
         parts.append(f"{key}={toml_string(value) if isinstance(value, str) else value}")
-    return " ".join(parts)
+    text = " ".join(parts)
+    check_round_trip(text, {k: v for k, v in items.items() if isinstance(v, str)})
+    return text
+
+
+def check_round_trip(text: str, strings: Mapping[str, str]) -> None:
+    """Parse ``text`` as Flower does and require every entry of ``strings`` back unchanged.
+
+    Raises:
+        ConfigError: naming the first value Flower would read differently.
+    """
+    from flwr.common.config import parse_config_args  # ~0.3 s to import; only the launchers get here
+
+    try:
+        parsed = parse_config_args([text])
+    except Exception as exc:  # Flower raises click, TOML and OS errors alike
+        raise ConfigError(f"Flower cannot parse the config text {text!r}: {exc}") from None
+    for key, value in strings.items():
+        if parsed.get(key) != value:
+            raise ConfigError(f"{key}={value!r} would reach Flower as {parsed.get(key)!r}; rename it")
 
 
 def flwr_run(

@@ -76,7 +76,8 @@ def run_once(root: Path, site_yamls: list[Path], run_config: dict[str, Any]) -> 
                        "--node-config", f'{NODE_SITE_CONFIG}="{site_yaml}"', "--port", str(free_port())]  # fmt: skip
             nodes.append(Child(f"SuperNode {index}", command, out / f"supernode{index}.log", env))
         started = time.perf_counter()
-        flwr_run(build_instrumented_app(out / "app"), CONNECTION, run_config, env)  # has the echo baseline
+        app = build_instrumented_app(out / "app")  # has the echo baseline
+        flwr_run(app, CONNECTION, run_config, env, out / "logs" / "flwr-run.log")
         run_id, status = last_run_status(CONNECTION, env)
         while not status.startswith("finished") and time.perf_counter() - started < RUN_WAIT_S:
             time.sleep(5.0)

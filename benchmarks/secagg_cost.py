@@ -42,7 +42,7 @@ def run(root: Path, params: int, sites: int, rounds: int, secagg: bool) -> dict:
         started = time.perf_counter()
         config = {"num-params": params, "rounds": rounds, "secagg": secagg, "sites": sites,
                   "result": str(out / "result.json")}  # fmt: skip
-        flwr_run(APP, "bench", config, env, {"num-supernodes": sites}, out / "flwr.log")
+        flwr_run(APP, "bench", config, env, out / "flwr.log", {"num-supernodes": sites}, quiet=True)
         wall = time.perf_counter() - started
         run_id, status = last_run_status("bench", env)
     finally:

@@ -148,7 +148,7 @@ def _phase(grid: Grid, strategy: Strategy, arrays: ArrayRecord, rounds: int, pha
     )  # fmt: skip
     # Counted by the strategy itself: Flower's Result.arrays is empty after total failure in 1.42 only.
     if strategy.aggregated_rounds == aggregated_before and rounds > strategy.round_offset:  # type: ignore[attr-defined]
-        raise RuntimeError(f"{phase}: no site update was received in any round; see the SuperLink log")
+        raise RuntimeError(f"{phase}: no round had a valid site update (all failed or were rejected: see rounds.jsonl)")
     return result.arrays if strategy.aggregated_rounds > aggregated_before else arrays  # type: ignore[attr-defined]
 
 

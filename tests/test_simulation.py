@@ -92,3 +92,33 @@ def test_central_dp_reports_the_privacy_budget_every_round(tmp_path, capsys):
     assert all(norm > 0 for r in privacy for norm in r["update_norms"])
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert len(summary["sites"]) == 2
+
+
+TWO_SITES = """
+sites:
+  - {name: one, cohort: {subjects: 6, labelled_fraction: 1.0, prevalence: 0.5}}
+  - {name: two, cohort: {subjects: 6, labelled_fraction: 1.0, prevalence: 0.5}}
+"""
+
+
+@pytest.mark.slow
+def test_a_run_where_every_update_is_rejected_fails_with_the_server_apps_reason_in_one_line(tmp_path, capsys):
+    (tmp_path / "profile.yaml").write_text(TWO_SITES)
+    assert endofed_main(["synth", "--profile", str(tmp_path / "profile.yaml"), "--out", str(tmp_path / "data")]) == 0
+    capsys.readouterr()
+    run = str(tmp_path / "run")
+    args = ["--sites", str(tmp_path / "data"), "--rounds", "1", "--finetune-rounds", "0", "--out", run,
+            "--app", str(ROOT), "--set", "federation.max_examples_per_site=1"]  # fmt: skip
+    for item in OVERRIDES:
+        args += ["--set", item]
+    assert sim_main(args) == 1  # each site has 5 training volumes: every update is above the bound
+    captured = capsys.readouterr()
+    console = captured.out + captured.err
+    assert "Traceback" not in console
+    (error,) = [line for line in captured.err.splitlines() if line.startswith("endofed: error:")]
+    assert "ended 'finished:failed'" in error and "pretrain: no round had a valid site update" in error
+    assert f"details in {tmp_path / 'run' / 'logs' / 'flwr-run.log'}" in error
+    assert "Traceback (most recent call last)" in (tmp_path / "run" / "logs" / "flwr-run.log").read_text()
+    rounds = [json.loads(line) for line in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
+    (train,) = [r for r in rounds if r["event"] == "train"]
+    assert train["aggregated"] is False and len(train["rejected"]) == 2

@@ -51,6 +51,7 @@ from endofed.launch.diagnose import (
 from endofed.launch.flwr import (
     COMPLETED,
     env_path_with_venv,
+    failed_run_message,
     flower_binary,
     flwr_run,
     key_values,
@@ -264,13 +265,13 @@ def run_server(server: ServerConfig, overrides: Sequence[str], resume: Launch | 
             if resume is not None:
                 stopped = stop_unfinished_runs(env)
                 LOGGER.warning("resuming %s; stopped the interrupted run(s) %s", out, ", ".join(stopped) or "none")
-            flwr_run(app_dir, CONNECTION, run_config, env)
+            output = flwr_run(app_dir, CONNECTION, run_config, env, out / "logs" / "flwr-run.log")
             run_id, status = last_run_status(CONNECTION, env)
         finally:
             superlink.stop()
             (out / "superlink.pid").unlink(missing_ok=True)
     if status != COMPLETED:
-        raise LaunchError(f"run {run_id} ended {status!r}, not {COMPLETED!r}; see {superlink.log}")
+        raise LaunchError(failed_run_message(run_id, status, output, superlink.log))
     return out / SUMMARY_FILE
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from endofed.errors import ConfigError
 from endofed.launch.processes import LaunchError
+from endofed.launch.stream import StreamResult, run_streamed
 
 COMPLETED = "finished:completed"
 
@@ -126,11 +127,13 @@ def flwr_run(
     connection: str,
     run_config: Mapping[str, str | int | float],
     env: Mapping[str, str],
+    log: Path,
     federation_config: Mapping[str, str | int | float] | None = None,
-    log: Path | None = None,
-) -> int:
-    """``flwr run APP CONNECTION --stream``, output to our stdout (or appended to ``log``); returns its exit code.
+    quiet: bool = False,
+) -> StreamResult:
+    """``flwr run APP CONNECTION --stream``: all output appended to ``log``, shown on stdout unless ``quiet``.
 
+    On stdout a traceback of the ServerApp is folded into its exception line (:mod:`endofed.launch.stream`).
     The exit code is not the run's status: Flower returns 0 for a failed run (see :func:`last_run_status`).
     """
     command = [
@@ -144,11 +147,13 @@ def flwr_run(
     ]
     if federation_config:
         command += ["--federation-config", key_values(federation_config)]
-    if log is None:
-        return subprocess.run(command, env=dict(env), check=False).returncode  # noqa: S603
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a", encoding="utf-8") as handle:
-        return subprocess.run(command, env=dict(env), stdout=handle, stderr=subprocess.STDOUT, check=False).returncode  # noqa: S603
+    return run_streamed(command, dict(env), log, None if quiet else sys.stdout)
+
+
+def failed_run_message(run_id: str, status: str, output: StreamResult, superlink_log: Path) -> str:
+    """The one line for a run that did not end ``completed``: its status, the ServerApp's error, where to look."""
+    cause = f": {output.last_exception}" if output.last_exception else ""
+    return f"run {run_id} ended {status!r}, not {COMPLETED!r}{cause} (details in {output.log} and {superlink_log})"
 
 
 def last_run_status(connection: str, env: Mapping[str, str]) -> tuple[str, str]:

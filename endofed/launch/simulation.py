@@ -21,6 +21,7 @@ from endofed.federated.runconfig import CONFIG_OVERRIDES, CONFIG_PATH, OUTPUT_DI
 from endofed.launch.flwr import (
     COMPLETED,
     env_path_with_venv,
+    failed_run_message,
     flower_binary,
     flwr_run,
     last_run_status,
@@ -135,12 +136,15 @@ def run_simulation(request: SimulationRequest) -> dict[str, Any]:
                 "client-resources-num-cpus": request.cpus_per_site,
                 "client-resources-num-gpus": request.gpus_per_site,
             }
-            flwr_run(request.app_dir, CONNECTION, run_config, env, federation, request.log)
+            log = request.log or out / "logs" / "flwr-run.log"
+            output = flwr_run(
+                request.app_dir, CONNECTION, run_config, env, log, federation, quiet=request.log is not None
+            )
             run_id, status = last_run_status(CONNECTION, env)
         finally:
             superlink.stop()
     if status != COMPLETED:
-        raise LaunchError(f"run {run_id} ended {status!r}, not {COMPLETED!r}; see {superlink.log} and the output above")
+        raise LaunchError(failed_run_message(run_id, status, output, superlink.log))
     return named_summary(out / SUMMARY_FILE, request.site_yamls)
 
 

@@ -113,7 +113,10 @@ def parse_host(host: str) -> x509.GeneralName:
     labels = name.split(".")
     valid = 0 < len(name) <= 253 and all(_DNS_LABEL.match(label) for label in labels) and not labels[-1].isdigit()
     if not valid:
-        raise EndofedError(f"host {host!r} is neither an IP address nor a DNS name (no port, scheme, path or wildcard)")
+        hint = " (give an international name in its ASCII xn-- form)" if not host.isascii() else ""
+        raise EndofedError(
+            f"host {host!r} is neither an IP address nor a DNS name (no port, scheme, path or wildcard){hint}"
+        )
     return x509.DNSName(name)
 
 
@@ -144,10 +147,13 @@ def check_site_ids(site_ids: Sequence[str]) -> list[str]:
     return list(site_ids)
 
 
+MAX_DAYS = 36500  # a hundred years; X.509 dates end in 9999 and beyond that the date library overflows
+
+
 def _check_days(days: int) -> None:
-    """Validity must be a positive number of days."""
-    if days < 1:
-        raise EndofedError(f"validity must be >= 1 day, got {days!r}")
+    """Validity must be a positive number of days, at most :data:`MAX_DAYS`."""
+    if not 1 <= days <= MAX_DAYS:
+        raise EndofedError(f"validity must be 1 to {MAX_DAYS} days, got {days!r}")
 
 
 def _site_paths(out_dir: Path, site_id: str) -> tuple[Path, Path]:

@@ -46,8 +46,8 @@ class SiteConfig:
         require(self.cpu_threads >= 0, f"site.cpu_threads must be >= 0 (0 = auto), got {self.cpu_threads!r}")
         host, sep, port = self.server_address.rpartition(":")
         require(
-            bool(sep and host and port.isdigit()),
-            f"site.server_address must be host:port, got {self.server_address!r}",
+            bool(sep and host and port.isdigit() and 1 <= int(port) <= 65535),
+            f"site.server_address must be host:port with a port from 1 to 65535, got {self.server_address!r}",
         )
 
 

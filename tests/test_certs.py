@@ -195,7 +195,9 @@ def test_partial_layout_is_refused_before_anything_is_written(tmp_path):
         (["bad_name.example"], SITES, 30, "neither an IP address nor a DNS name"),
         ([""], SITES, 30, "neither an IP address nor a DNS name"),
         (["0.0.0.0"], SITES, 30, "is a bind address"),
-        (HOSTS, SITES, 0, "validity must be >= 1 day"),
+        (HOSTS, SITES, 0, "validity must be 1 to 36500 days, got 0"),
+        (HOSTS, SITES, 99_999_999, "validity must be 1 to 36500 days, got 99999999"),  # overflowed the date before
+        (["hôpital.example"], SITES, 30, r"neither an IP address nor a DNS name .*in its ASCII xn-- form"),
     ],
 )
 def test_bad_inputs_are_refused_and_nothing_is_written(tmp_path, hosts, sites, days, message):

@@ -146,7 +146,9 @@ def test_example_site_config_in_repo_is_valid():
     [
         ("site_id: 'a b'\n", "site.site_id must be non-empty letters"),
         ("device: gpu\n", "site.device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
-        ("server_address: localhost\n", "site.server_address must be host:port, got 'localhost'"),
+        ("server_address: localhost\n", "site.server_address must be host:port with a port from 1 to 65535"),
+        ("server_address: 'h:99999'\n", "must be host:port with a port from 1 to 65535, got 'h:99999'"),
+        ("server_address: 'h:0'\n", "must be host:port with a port from 1 to 65535, got 'h:0'"),
         ("manifets: m.csv\n", "unknown config key 'site.manifets' (did you mean 'manifest'?)"),
     ],
 )

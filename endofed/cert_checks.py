@@ -1,8 +1,9 @@
 """Checks of deployment credentials before Flower uses them: one clear line instead of a TLS failure later.
 
 ``endofed-server`` checks its CA and SuperLink certificate (chain, CA flag, validity, serverAuth, a SAN for the
-host sites dial); ``endofed-client`` checks the CA it trusts and its SuperNode key (OpenSSH ECDSA P-384, mode
-0600, matching the registered public key). The credentials themselves are made by :mod:`endofed.certs`.
+host sites dial), that its private key belongs to that certificate, and that every registered site key is an
+OpenSSH ECDSA P-384 public key; ``endofed-client`` checks the CA it trusts and its SuperNode key (OpenSSH
+ECDSA P-384, mode 0600, matching the registered public key). :mod:`endofed.certs` makes the credentials.
 """
 
 from __future__ import annotations
@@ -123,3 +124,34 @@ def verify_site_key(private_path: Path, public_path: Path | None = None) -> None
         raise EndofedError(f"cannot read an OpenSSH public key from {public_path}: {exc}") from exc
     if public != key.public_key():
         raise EndofedError(f"{public_path} does not belong to the private key {path}")
+
+
+def verify_server_key(server_pem: Path, server_key: Path) -> None:
+    """Check that the SuperLink's private key is a readable PEM key belonging to its certificate.
+
+    Raises:
+        EndofedError: the key cannot be read (e.g. the certificate given as the key) or is another key's.
+    """
+    try:
+        key = serialization.load_pem_private_key(Path(server_key).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise EndofedError(f"cannot read an unencrypted PEM private key from {server_key}: {exc}") from exc
+    if key.public_key() != load_certificate(server_pem).public_key():
+        raise EndofedError(f"{server_key} is not the private key of the certificate {server_pem}")
+
+
+def verify_site_public_key(public_path: Path) -> None:
+    """Check a site's registered key: an OpenSSH ECDSA P-384 public key (``keys/<site>.pub``, not the private key).
+
+    Raises:
+        EndofedError: naming the file and why it cannot be registered.
+    """
+    data = Path(public_path).read_bytes()
+    if b"PRIVATE KEY" in data:
+        raise EndofedError(f"{public_path} is a private key: register the site's .pub file, and keep this one secret")
+    try:
+        key = serialization.load_ssh_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise EndofedError(f"cannot read an OpenSSH public key from {public_path}: {exc}") from exc
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
+        raise EndofedError(f"{public_path} must be an ECDSA P-384 key, got {type(key).__name__}")

@@ -283,3 +283,33 @@ def test_cli_requires_a_site_and_reports_a_bad_host(tmp_path, capsys):
     assert _cli(["certs", "--out", str(tmp_path / "x"), "--host", "a b", "--site", "s"]) == 1
     assert "host 'a b' is neither an IP address nor a DNS name" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_server_key_must_be_the_certificates_own_private_key(creds, tmp_path):
+    from endofed.cert_checks import verify_server_key
+
+    server = creds.server
+    verify_server_key(server.cert_path, server.key_path)
+    with pytest.raises(EndofedError, match=r"cannot read an unencrypted PEM private key from .*server.pem"):
+        verify_server_key(server.cert_path, server.cert_path)  # the certificate given as the key
+    other = create_credentials(tmp_path / "other", HOSTS, SITES, days=30).server
+    with pytest.raises(EndofedError, match=r"other/server.key is not the private key of the certificate"):
+        verify_server_key(server.cert_path, other.key_path)
+
+
+def test_registered_site_keys_must_be_openssh_p384_public_keys(creds, tmp_path):
+    from endofed.cert_checks import verify_site_public_key
+
+    site = creds.sites[0]
+    verify_site_public_key(site.public_path)
+    with pytest.raises(EndofedError, match=r"is a private key: register the site's .pub file"):
+        verify_site_public_key(site.private_path)
+    rsa_pub = rsa.generate_private_key(65537, 2048).public_key()
+    (tmp_path / "rsa.pub").write_bytes(
+        rsa_pub.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    )
+    with pytest.raises(EndofedError, match=r"rsa.pub must be an ECDSA P-384 key, got .*RSAPublicKey"):
+        verify_site_public_key(tmp_path / "rsa.pub")
+    (tmp_path / "junk.pub").write_text("ssh-ed25519 not-base64!\n")
+    with pytest.raises(EndofedError, match=r"cannot read an OpenSSH public key from .*junk.pub"):
+        verify_site_public_key(tmp_path / "junk.pub")

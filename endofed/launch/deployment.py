@@ -30,7 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from endofed.cert_checks import verify_ca_cert, verify_server_cert, verify_site_key
+from endofed.cert_checks import (
+    verify_ca_cert,
+    verify_server_cert,
+    verify_server_key,
+    verify_site_key,
+    verify_site_public_key,
+)
 from endofed.config import DataConfig, ServerConfig, SiteConfig, build, load_config, to_dict
 from endofed.data.check import check_site
 from endofed.errors import ConfigError, DataError
@@ -60,7 +66,7 @@ from endofed.launch.flwr import (
 )
 from endofed.launch.processes import Child, LaunchError, flower_env, free_port, sigterm_as_interrupt, wait_for_port
 from endofed.launch.resume_check import check_resume_state
-from endofed.launch.simulation import find_app_dir
+from endofed.launch.simulation import find_app_dir, require_app_dir
 
 CONNECTION = "endofed-server"
 LAUNCH_FILE = "launch.json"  # in the run folder: what --resume needs to start the same run again
@@ -237,8 +243,11 @@ def run_server(server: ServerConfig, overrides: Sequence[str], resume: Launch | 
     if not server.site_public_keys:
         raise ConfigError("no site_public_keys in the server config: no hospital could join")
     verify_server_cert(server.ca_certificate, server.server_certificate, server.address)
+    verify_server_key(server.server_certificate, server.server_key)
+    for key in server.site_public_keys:
+        verify_site_public_key(key)
     require_free_port(server.host, server.port)
-    app_dir = server.app_dir or find_app_dir(Path.cwd())
+    app_dir = require_app_dir(server.app_dir) if server.app_dir else find_app_dir(Path.cwd())
     out = server.output_dir
     launch = resume or Launch(server, tuple(overrides), new_run_key(out))
     experiment = load_config(server.experiment, [*server.overrides, *launch.overrides])  # one line if it is bad

@@ -74,11 +74,26 @@ def find_site_yamls(items: Sequence[Path]) -> list[Path]:
     return [p.resolve() for p in found]
 
 
+def is_app_dir(folder: Path) -> bool:
+    """Whether ``folder`` holds a pyproject.toml declaring a Flower app's components."""
+    pyproject = folder / "pyproject.toml"
+    try:
+        return pyproject.is_file() and "[tool.flwr.app.components]" in pyproject.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def require_app_dir(folder: Path) -> Path:
+    """``folder`` if it is a Flower app folder (:func:`is_app_dir`), else one clear ``ConfigError``."""
+    if not is_app_dir(folder):
+        raise ConfigError(f"{folder} is not the endofed app folder (no pyproject.toml with [tool.flwr.app.components])")
+    return folder
+
+
 def find_app_dir(start: Path) -> Path:
     """The nearest folder at or above ``start`` whose pyproject.toml declares the endofed Flower app."""
     for folder in [start, *start.parents]:
-        pyproject = folder / "pyproject.toml"
-        if pyproject.is_file() and "[tool.flwr.app.components]" in pyproject.read_text(encoding="utf-8"):
+        if is_app_dir(folder):
             return folder
     raise ConfigError(f"no Flower app (pyproject.toml with [tool.flwr.app.components]) at or above {start}; use --app")
 
@@ -86,6 +101,7 @@ def find_app_dir(start: Path) -> Path:
 def validate_request(request: SimulationRequest) -> None:
     """Fail early, with one line, on a bad config or site YAML (before any process starts)."""
     cfg = load_config(request.config_path, request.overrides)
+    require_app_dir(request.app_dir)
     for path in request.site_yamls:
         load_site_config(path)
     check_privacy_plan(cfg.federation)

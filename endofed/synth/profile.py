@@ -26,6 +26,9 @@ MAX_OBLIQUE_DEG = 45.0  # beyond this the slices would lie nearer another plane 
 _AXIS_OF = {"R": 0, "L": 0, "A": 1, "P": 1, "S": 2, "I": 2}
 
 
+MAX_SUBJECTS = 100_000  # per synthetic site (a typo of 1e9 would write until the disk is full)
+
+
 @dataclass(frozen=True)
 class SequenceProfile:
     """One acquired sequence (T2 or T1) of a site's protocol, at full (clinical) scale."""
@@ -112,8 +115,8 @@ class CohortProfile:
     anatomy: AnatomyParams = field(default_factory=AnatomyParams)  # anatomy distribution
 
     def __post_init__(self) -> None:
-        if self.subjects < 1:
-            raise ConfigError(f"subjects must be >= 1, got {self.subjects!r}")
+        if not 1 <= self.subjects <= MAX_SUBJECTS:
+            raise ConfigError(f"subjects must be 1 to {MAX_SUBJECTS:,} per site, got {self.subjects!r}")
         if self.test_subjects < 0:
             raise ConfigError(f"test_subjects must be >= 0, got {self.test_subjects!r}")
         probabilities = {

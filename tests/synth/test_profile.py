@@ -85,3 +85,12 @@ def test_bad_profiles_name_the_problem(tmp_path, text, message):
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="unknown preset 'demo4'; built-in presets: demo3"):
         load_preset("demo4")
+
+
+def test_subjects_are_bounded_so_a_typo_cannot_fill_the_disk():
+    from endofed.errors import ConfigError
+    from endofed.synth.profile import MAX_SUBJECTS, CohortProfile
+
+    with pytest.raises(ConfigError, match=r"subjects must be 1 to 100,000 per site, got 1000000000"):
+        CohortProfile(subjects=1_000_000_000)
+    assert CohortProfile(subjects=MAX_SUBJECTS).subjects == MAX_SUBJECTS

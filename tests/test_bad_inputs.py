@@ -175,6 +175,23 @@ def server_missing_site_key(w: World):
     return server_main, ["--config", str(w.server_yaml), "--rounds", "1"]
 
 
+def _server_with(w: World, **changes: object):
+    w.server_yaml.write_text(yaml.safe_dump(yaml.safe_load(w.server_yaml.read_text()) | changes))
+    return server_main, ["--config", str(w.server_yaml), "--rounds", "1"]
+
+
+def server_key_is_its_certificate(w: World):
+    return _server_with(w, server_key=str(w.root / "certs" / "server.pem"))
+
+
+def server_registers_a_private_key(w: World):
+    return _server_with(w, site_public_keys=[str(w.root / "certs" / "keys" / "h1")])
+
+
+def server_app_dir_is_not_the_app(w: World):
+    return _server_with(w, app_dir=str(w.root / "site"))
+
+
 def server_resume_without_a_run(w: World):
     return server_main, ["--resume", str(w.root / "out")]
 
@@ -219,6 +236,9 @@ CASES: dict[str, tuple[Setup, str]] = {
     "server: port already in use": (server_port_in_use, r"already in use"),
     "server: malformed YAML": (malformed_server_yaml, r"server\.yaml"),
     "server: site key missing": (server_missing_site_key, r"nowhere\.pub"),
+    "server: its key is its certificate": (server_key_is_its_certificate, r"PEM private key from .*server\.pem"),
+    "server: a site's private key registered": (server_registers_a_private_key, r"keys/h1 is a private key"),
+    "server: app_dir is not the app": (server_app_dir_is_not_the_app, r"site is not the endofed app folder"),
     "compare: budgets not a multiple of local epochs": (compare_bad_experiment, r"multiple of local_epochs"),
     "server: --resume of a folder without a run": (server_resume_without_a_run, r"holds no endofed-server run"),
     "server: --resume with other options": (server_resume_with_other_options, r"--resume takes no other option"),

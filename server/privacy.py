@@ -59,7 +59,8 @@ class PrivateRounds(DifferentialPrivacyServerSideFixedClipping):
 
     Use :func:`make_private` to build one. ``configure_evaluate``/``aggregate_evaluate`` go to the wrapped
     strategy unchanged (Flower's wrapper); the bookkeeping that ``server/app.py`` uses (``round_offset``,
-    ``last_evaluation``, ``export_state``/``restore_state``) is forwarded, with the ledger added to the state.
+    ``aggregated_rounds``, ``last_evaluation``, ``export_state``/``restore_state``) is forwarded, with the
+    ledger added to the state.
     """
 
     def __init__(
@@ -178,6 +179,11 @@ class PrivateRounds(DifferentialPrivacyServerSideFixedClipping):
     def round_offset(self) -> int:
         """Rounds of this phase completed before this run (a resumed run)."""
         return int(getattr(self.inner, "round_offset", 0))
+
+    @property
+    def aggregated_rounds(self) -> int:
+        """Rounds whose updates were aggregated (and so privately released): the ServerApp's total-failure check."""
+        return int(self.inner.aggregated_rounds)
 
     @property
     def last_evaluation(self) -> dict[int, dict[str, float]]:

@@ -77,6 +77,7 @@ def test_updates_are_clipped_and_averaged_with_equal_weights(writer):
     arrays, _ = _round(private, 1, base, [(5, [7.0, 4.0], 10), (6, [3.0, 4.5], 30)])
     # the plain mean of the clipped updates (a volume-weighted mean would give [3.25, 4.375])
     np.testing.assert_allclose(arrays["w"].numpy(), [3.5, 4.25])
+    assert private.aggregated_rounds == 1  # forwarded from the wrapped strategy (the total-failure check)
     (record,) = _records(writer, "privacy")
     assert record["epsilon"] == pytest.approx(epsilon_after(1.0, 1, 1e-5)) and record["delta"] == 1e-5
     assert (record["phase"], record["round"], record["released"]) == ("pretrain", 1, True)
@@ -152,7 +153,7 @@ def test_a_round_without_valid_updates_releases_nothing_and_spends_nothing(write
     fed = FederationConfig(max_examples_per_site=100, **DP)
     private = _private(writer, fed)
     arrays, _ = _round(private, 1, _record(w=[0.0]), [(5, [0.1], 10**6), (6, [0.2], 10**6)])
-    assert arrays is None and private.ledger.releases == 0
+    assert arrays is None and private.ledger.releases == 0 and private.aggregated_rounds == 0
     (record,) = _records(writer, "privacy")
     assert (record["released"], record["epsilon"], record["update_norms"]) == (False, 0.0, pytest.approx([0.1, 0.2]))
 

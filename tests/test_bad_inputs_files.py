@@ -156,6 +156,14 @@ def rgb_voxels(w: World):
     return _check(w)
 
 
+def image_is_a_fifo(w: World):
+    import os
+
+    (w.root / T2).unlink()
+    os.mkfifo(w.root / T2)  # reading it would block for ever
+    return _check(w)
+
+
 def same_scan_resaved_under_another_subject(w: World):
     original = nib.load(w.root / T2)
     header = original.header.copy()
@@ -182,6 +190,7 @@ CASES: dict[str, tuple[Setup, str]] = {
     "voxel spacing in metres": (spacing_in_metres, r"implausible voxel spacing 0\.00.*sub-001/T2"),
     "complex-valued T2": (complex_voxels, r"complex-valued voxels \(complex64\) in .*sub-001/T2"),
     "RGB T2": (rgb_voxels, r"colour \(RGB\) image in .*sub-001/T2"),
+    "T2 is a FIFO": (image_is_a_fifo, r"sub-001: not a regular file \(a folder, FIFO or device\): .*T2\.nii\.gz"),
     "same scan re-saved under another subject": (
         same_scan_resaved_under_another_subject,
         r"sub-002/T2\.nii\.gz has the same voxels as a file of subject 'sub-001'",

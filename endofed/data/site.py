@@ -20,6 +20,7 @@ from endofed.config import DataConfig
 from endofed.data.cache import SourceIndex, VolumeCache, cache_key, file_digest
 from endofed.data.manifest import MODALITIES, Case
 from endofed.errors import DataError
+from endofed.io.files import special_file
 from endofed.io.hashing import array_sha256
 
 if TYPE_CHECKING:
@@ -94,6 +95,8 @@ def _digests(case: Case, sources: SourceIndex | None = None, trust: bool = False
             result[name] = None
             continue
         if not path.is_file():
+            if special_file(path):
+                raise DataError(f"not a regular file (a folder, FIFO or device): {path}", "not_a_file")
             raise DataError(f"missing file: {path}", "missing_file")
         try:
             result[name], from_index = _digest(path, sources, trust)

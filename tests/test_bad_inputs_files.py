@@ -100,46 +100,44 @@ def gzip_bomb(w: World):
     return _check(w)
 
 
-def header_declares_a_huge_volume(w: World):
+def _short_nii(w: World, shape: tuple[int, int, int], payload: int):
+    """Replace subject 1's T2 by a ``.nii`` whose header declares ``shape`` but holds ``payload`` bytes."""
     header = nib.load(w.root / T2).header.copy()
-    header.set_data_shape((30000, 30000, 1000))
+    header.set_data_shape(shape)
+    header["vox_offset"] = 352
     path = w.root / "site" / "data" / "sub-001" / "T2.nii"
-    path.write_bytes(header.binaryblock + b"\0" * 4 + b"\1" * 100)
+    path.write_bytes(header.binaryblock + b"\0" * 4 + b"\1" * payload)
     (w.root / T2).unlink()
     manifest = w.root / "site" / "manifest.csv"
     manifest.write_text(manifest.read_text().replace("sub-001/T2.nii.gz", "sub-001/T2.nii"))
     return _check(w)
+
+
+def header_declares_a_huge_volume(w: World):
+    return _short_nii(w, (30000, 30000, 1000), 100)
 
 
 def truncated_uncompressed_file(w: World):
-    header = nib.load(w.root / T2).header.copy()
-    header.set_data_shape((512, 512, 40))
-    header["vox_offset"] = 352
-    path = w.root / "site" / "data" / "sub-001" / "T2.nii"
-    path.write_bytes(header.binaryblock + b"\0" * 4 + b"\1" * 5000)
-    (w.root / T2).unlink()
-    manifest = w.root / "site" / "manifest.csv"
-    manifest.write_text(manifest.read_text().replace("sub-001/T2.nii.gz", "sub-001/T2.nii"))
-    return _check(w)
+    return _short_nii(w, (512, 512, 40), 5000)
 
 
 # -- read silently wrong before --------------------------------------------------------------------------------
 
 
-def spacing_1e20(w: World):
+def _scaled_spacing(w: World, factor: float):
     original = nib.load(w.root / T2)
     affine = original.affine.copy()
-    affine[:3, :3] *= 1e20
+    affine[:3, :3] *= factor
     _replace_t2(w, np.asanyarray(original.dataobj), affine)
     return _check(w)
+
+
+def spacing_1e20(w: World):
+    return _scaled_spacing(w, 1e20)
 
 
 def spacing_in_metres(w: World):
-    original = nib.load(w.root / T2)
-    affine = original.affine.copy()
-    affine[:3, :3] *= 1e-3
-    _replace_t2(w, np.asanyarray(original.dataobj), affine)
-    return _check(w)
+    return _scaled_spacing(w, 1e-3)
 
 
 def complex_voxels(w: World):

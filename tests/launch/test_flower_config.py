@@ -91,3 +91,18 @@ def test_the_connection_file_holds_any_ca_path(tmp_path, path):
     tomllib = pytest.importorskip("tomllib")
     config = tomllib.loads(write_connection(tmp_path, "c", "127.0.0.1:9092", Path(path)).read_text(encoding="utf-8"))
     assert config["superlink"]["c"]["root-certificates"] == path
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'site-config="/a/b c.yaml"',
+        "a=1 b='x y' c=\"z\" d=true e=0.5",
+        'site-config="/sites/"quoted"/site.yaml"',  # cut short by Flower: the emulation must cut it the same
+        'k="\\u0022 and \\\\ back"',
+    ],
+)
+def test_the_librarys_restatement_of_flowers_parser_agrees_with_flower(text):
+    from endofed.launch.flwr import parse_like_flower
+
+    assert parse_like_flower(text) == parse_config_args([text])

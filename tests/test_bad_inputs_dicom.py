@@ -85,6 +85,21 @@ MULTIFRAME = r"series 'T2 enhanced' not converted: enhanced\.dcm: enhanced multi
 UNEVEN = r"'T2 TSE SAG' not converted: slice positions are not evenly spaced: [\d.]+ mm between IM\d+\.dcm and \S+\.dcm"
 COLOUR = r"colour image \(SamplesPerPixel 3\) refused"
 
+
+def _missing_geometry() -> dict[str, tuple[Build, str]]:
+    """A geometry tag missing from one file (named in the line) or from every file."""
+    cases: dict[str, tuple[Build, str]] = {}
+    for name in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+        cases[f"one file without {name}"] = (
+            lambda d, n=name: write_series(d, edit=at(3, remove(n))),
+            r"IM030003\.dcm: " + GEOMETRY.format(name),
+        )
+        cases[f"no {name}"] = (lambda d, n=name: write_series(d, edit=everywhere(remove(n))), GEOMETRY.format(name))
+    return cases
+
+
+MISSING_GEOMETRY = _missing_geometry()
+
 REFUSED: dict[str, tuple[Build, str]] = {
     # repeated slice positions that no tag explains
     "repeats without tags": (lambda d: write_series(d, variants=({}, {})), UNEXPLAINED),
@@ -149,30 +164,7 @@ REFUSED: dict[str, tuple[Build, str]] = {
         r"mixes orientations",
     ),
     # geometry missing or unusable
-    "one file without ImagePositionPatient": (
-        lambda d: write_series(d, edit=at(3, remove("ImagePositionPatient"))),
-        r"IM030003\.dcm: " + GEOMETRY.format("ImagePositionPatient"),
-    ),  # fmt: skip
-    "no ImagePositionPatient": (
-        lambda d: write_series(d, edit=everywhere(remove("ImagePositionPatient"))),
-        GEOMETRY.format("ImagePositionPatient"),
-    ),  # fmt: skip
-    "one file without ImageOrientationPatient": (
-        lambda d: write_series(d, edit=at(3, remove("ImageOrientationPatient"))),
-        r"IM030003\.dcm: " + GEOMETRY.format("ImageOrientationPatient"),
-    ),  # fmt: skip
-    "no ImageOrientationPatient": (
-        lambda d: write_series(d, edit=everywhere(remove("ImageOrientationPatient"))),
-        GEOMETRY.format("ImageOrientationPatient"),
-    ),  # fmt: skip
-    "one file without PixelSpacing": (
-        lambda d: write_series(d, edit=at(3, remove("PixelSpacing"))),
-        r"IM030003\.dcm: " + GEOMETRY.format("PixelSpacing"),
-    ),  # fmt: skip
-    "no PixelSpacing": (
-        lambda d: write_series(d, edit=everywhere(remove("PixelSpacing"))),
-        GEOMETRY.format("PixelSpacing"),
-    ),  # fmt: skip
+    **MISSING_GEOMETRY,
     "ImagePositionPatient with 2 values": (
         lambda d: write_series(d, edit=at(2, tag("ImagePositionPatient", [1, 2]))),
         r"IM030002\.dcm: ImagePositionPatient is .*expected 3 numbers",

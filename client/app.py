@@ -7,6 +7,7 @@ training volumes). Everything else stays in the site's work dir (see ``endofed.t
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -14,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch  # ArrayRecord's torch conversions need torch imported in this process
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
+from endofed.cli.common import crash_log_dir
 from endofed.config import load_site_config
 from endofed.federated.audit import append_audit, audit_outgoing
 from endofed.federated.bytes import from_transport, link_modes, payload_shapes, to_transport
@@ -35,9 +37,11 @@ from endofed.federated.protocol import (
     TRANSPORT,
 )
 from endofed.federated.runconfig import RUN_KEY, experiment_config, site_config_path
+from endofed.federated.site_errors import ERROR_LOG, SITE_INTERNAL, category, error_reason, write_error_log
 from endofed.training.federated_site import FederatedSite, RoundPlan
 
 APP_DIR = Path(__file__).resolve().parents[1]
+LOGGER = logging.getLogger(__name__)
 _SITES: dict[tuple[str, str], FederatedSite] = {}  # simulation reuses processes: keep the loaded cohort
 
 
@@ -73,7 +77,37 @@ def outgoing_audit(msg: Message, context: Context, call_next: ClientAppCallable)
     return reply
 
 
-app = ClientApp(mods=[outgoing_audit])
+def _error_log_folder(context: Context) -> Path:
+    """Where this site keeps the detail of a failure: its work dir's logs (the crash-log folder if unknown)."""
+    try:
+        return load_site_config(site_config_path(context.node_config, context.run_config)).work_dir / "logs"
+    except Exception:  # the site YAML itself may be what failed
+        return crash_log_dir()
+
+
+def contained_errors(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Mod (outermost): a failure leaves the site as a category code and a fixed sentence, never its text.
+
+    The exception's traceback goes to ``<work_dir>/logs/clientapp-errors.log`` at the site; the reply carries
+    only ``endofed.federated.site_errors`` codes, and an error reply built further in is replaced the same way.
+    """
+    try:
+        reply = call_next(msg, context)
+    except Exception as exc:
+        code = category(exc)
+        try:
+            write_error_log(_error_log_folder(context), exc, msg.metadata.message_type)
+        except OSError:
+            pass  # nowhere to write: the reply still says nothing more
+        LOGGER.error("%s failed: %s (details in the site's logs/%s)", msg.metadata.message_type,
+                     error_reason(code), ERROR_LOG)  # fmt: skip
+        return Message(error=Error(code, error_reason(code)), reply_to=msg)
+    if reply.has_error() and reply.error.reason != error_reason(reply.error.code):
+        return Message(error=Error(SITE_INTERNAL, error_reason(SITE_INTERNAL)), reply_to=msg)
+    return reply
+
+
+app = ClientApp(mods=[contained_errors, outgoing_audit])
 
 
 def _site(context: Context) -> FederatedSite:

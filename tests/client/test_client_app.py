@@ -13,8 +13,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, R
 from flwr.supercore.task_identity import TaskIdentity
 
 from client.app import app as client_app
+from endofed.cli.common import LOG_DIR_ENV
 from endofed.config import load_config, load_site_config
-from endofed.errors import ConfigError
+from endofed.federated.site_errors import ERROR_LOG, SITE_CONFIG, SITE_DATA, error_reason
 from endofed.federated.weights import encoder_state
 from endofed.models import build_mae
 from endofed.synth.example import write_example_site
@@ -88,11 +89,30 @@ def test_finetune_and_evaluate_replies(sites):
     assert not evaluation.content.array_records  # evaluation sends nothing but numbers back
 
 
-def test_missing_site_config_names_the_fix(sites):
+def test_missing_site_config_names_the_fix_in_the_site_log_only(sites, tmp_path, monkeypatch):
+    monkeypatch.setenv(LOG_DIR_ENV, str(tmp_path / "logs"))  # no site YAML: no work dir to log into
     context = Context(run_id=RUN_ID, node_id=NODE_ID, node_config={}, state=RecordDict(), run_config={})
     config = {"phase": "pretrain", "server-round": 1, "total-rounds": 1, "local-epochs": 1}
-    with pytest.raises(ConfigError, match="--node-config 'site-config="):  # Flower turns it into an error reply
-        client_app(_message(MessageType.TRAIN, _global_encoder(), config), context)
+    reply = client_app(_message(MessageType.TRAIN, _global_encoder(), config), context)
+    assert reply.has_error() and reply.error.code == SITE_CONFIG and reply.error.reason == error_reason(SITE_CONFIG)
+    assert "--node-config 'site-config=" in (tmp_path / "logs" / ERROR_LOG).read_text()
+
+
+def test_an_exception_naming_a_path_and_a_subject_leaves_the_site_as_a_fixed_sentence(sites, tmp_path):
+    site_yaml = tmp_path / "site" / "site.yaml"
+    write_example_site(site_yaml.parent, n_subjects=4, seed=3, labelled_fraction=1.0, in_plane_mm=1.5, site_id="x")
+    manifest = site_yaml.parent / "manifest.csv"
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join([*lines, lines[1]]) + "\n")  # subject 1 twice: a DataError naming it and the path
+    subject = lines[1].split(",")[0]
+    context = _context([site_yaml], 0)
+    config = {"phase": "pretrain", "server-round": 1, "total-rounds": 1, "local-epochs": 1}
+    reply = client_app(_message(MessageType.TRAIN, _global_encoder(), config), context)
+    assert reply.has_error() and reply.error.code == SITE_DATA
+    assert reply.error.reason == error_reason(SITE_DATA)
+    assert subject not in str(reply.error.reason) and str(tmp_path) not in str(reply.error.reason)
+    detail = (site_yaml.parent / "work" / "logs" / ERROR_LOG).read_text()
+    assert f"duplicate subject_id {subject!r}" in detail and str(manifest) in detail and "Traceback" in detail
 
 
 def test_bf16_transport_round_trip_through_the_client(sites):

@@ -19,7 +19,6 @@ from flwr.app import Array, ArrayRecord, Context, Error, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
-from endofed.cli.common import crash_log_dir
 from endofed.config import load_site_config
 from endofed.federated.audit import append_audit, audit_outgoing
 from endofed.federated.bytes import from_transport, link_modes, payload_shapes, to_transport
@@ -38,6 +37,7 @@ from endofed.federated.protocol import (
 )
 from endofed.federated.runconfig import RUN_KEY, experiment_config, site_config_path
 from endofed.federated.site_errors import ERROR_LOG, SITE_INTERNAL, category, error_reason, write_error_log
+from endofed.io.crashlog import crash_log_dir
 from endofed.training.federated_site import FederatedSite, RoundPlan
 
 APP_DIR = Path(__file__).resolve().parents[1]

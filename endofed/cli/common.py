@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import logging
-import os
 import sys
-import tempfile
-import traceback
 from collections.abc import Callable
-from pathlib import Path
 
 from rich.console import Console
 
-import endofed
 from endofed.errors import EndofedError, describe_os_error, shorten, symlink_loop_path
+from endofed.io.crashlog import LOG_DIR_ENV, write_crash_log
+
+__all__ = ["LOG_DIR_ENV", "console", "error_line", "run_command"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-LOG_DIR_ENV = "ENDOFED_LOG_DIR"  # where unexpected errors write their traceback
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -39,35 +34,6 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
         dest="overrides",
         help="override one config value, e.g. --set data.roi_size=[96,96,32] (repeatable)",
     )
-
-
-def crash_log_dir() -> Path:
-    """Where unexpected errors leave their traceback: ``$ENDOFED_LOG_DIR``, else the user's state folder."""
-    if os.environ.get(LOG_DIR_ENV):
-        return Path(os.environ[LOG_DIR_ENV])
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "endofed" / "logs"
-
-
-def write_crash_log(exc: BaseException) -> Path | None:
-    """Write the command line, versions and traceback of ``exc`` to a new file; ``None`` if nothing could be written.
-
-    The console gets one line; the details (which may name local paths) stay in this file on this machine.
-    """
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    text = (
-        f"command: {' '.join(sys.argv)}\nendofed {endofed.__version__}, Python {sys.version.split()[0]}\n\n"
-        + "".join(traceback.format_exception(exc))
-    )
-    for folder in (crash_log_dir(), Path(tempfile.gettempdir())):
-        path = folder / f"endofed-error-{stamp}-{os.getpid()}.log"
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-        except OSError:
-            continue
-        return path
-    return None
 
 
 def error_line(exc: BaseException) -> str:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from cryptography import x509
 
+from endofed.launch.stream import ANSI
+
 HOSTNAME, NOT_YET_VALID, EXPIRED, UNKNOWN_CA = "hostname", "not-yet-valid", "expired", "unknown-ca"
 BAD_CERTIFICATE, NOT_TLS, KEY_REFUSED = "bad-certificate", "not-tls", "key-refused"
 NETWORK, PORT_IN_USE, UNKNOWN = "network", "port-in-use", "unknown"
@@ -32,7 +34,6 @@ NETWORK, PORT_IN_USE, UNKNOWN = "network", "port-in-use", "unknown"
 GIVE_UP_AFTER = {HOSTNAME: 3, NOT_YET_VALID: 3, EXPIRED: 3, UNKNOWN_CA: 3, BAD_CERTIFICATE: 3, NOT_TLS: 3,
                  KEY_REFUSED: 10}  # fmt: skip
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _MISMATCH = re.compile(r"(?:IP address|Hostname) mismatch, certificate is not valid for '([^']*)'")
 _UNTRUSTED = (
     "unable to get (?:local )?issuer certificate|self[- ]signed certificate|unable to verify the first certificate"
@@ -107,7 +108,7 @@ def _cut(line: str, limit: int = MAX_DETAIL_CHARS) -> str:
 
 def meaningful_lines(text: str) -> list[str]:
     """The log lines that may say why (colour codes removed; start-up, shutdown and boilerplate dropped)."""
-    lines = [_ANSI.sub("", line).strip() for line in text.splitlines()]
+    lines = [ANSI.sub("", line).strip() for line in text.splitlines()]
     return [line for line in lines if line and not _NOISE.search(line)]
 
 
@@ -121,7 +122,7 @@ def classify_supernode_log(text: str) -> Cause:
         The first matching kind in the order of the patterns, with the line that matched; otherwise
         ``UNKNOWN`` with the line Flower gave as the cause, else the last meaningful line (or ``""``).
     """
-    lines = [_ANSI.sub("", line).strip() for line in text.splitlines()]
+    lines = [ANSI.sub("", line).strip() for line in text.splitlines()]
     for kind, pattern in _PATTERNS:
         for line in lines:
             if pattern.search(line):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 TRACEBACK_START = "Traceback (most recent call last):"
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal colour and cursor codes
 
 
 @dataclass
@@ -32,7 +32,7 @@ class TracebackFolder:
     def feed(self, line: str) -> str | None:
         """The console's version of ``line`` (without its newline), or ``None`` to hide it."""
         text = line.rstrip("\n")
-        plain = _ANSI.sub("", text)
+        plain = ANSI.sub("", text)
         if plain.strip() == TRACEBACK_START or plain.endswith(" " + TRACEBACK_START):
             self._inside = True
             return None

@@ -33,9 +33,8 @@ import yaml
 from endofed.config import TRANSPORTS, ExperimentConfig, load_config, load_site_config
 from endofed.data.loaders import case_dataset, make_loader
 from endofed.federated.bytes import from_transport, link_modes, state_nbytes, to_transport
-from endofed.federated.protocol import NUM_EXAMPLES, PRETRAIN
+from endofed.federated.protocol import MAE_STATE, NUM_EXAMPLES, PRETRAIN
 from endofed.federated.weights import encoder_state
-from endofed.io.checkpoint import load_checkpoint
 from endofed.models import build_mae
 from endofed.models.patches import patchify
 from endofed.seeds import derive_seed
@@ -45,7 +44,6 @@ from endofed.synth.cohort import generate
 from endofed.synth.profile import load_preset
 from endofed.training.cohort import DEVELOPMENT_SPLITS
 from endofed.training.federated_site import FederatedSite, RoundPlan, full_state
-from endofed.training.federated_site import local_state as split_local_state
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' FedAvg reference (not installed)
 from tests.reference_aggregate import weighted_average  # noqa: E402
@@ -109,8 +107,10 @@ def mim_loss(site: FederatedSite, master: State, cfg: ExperimentConfig, splits: 
     cases = site.cohort.select(splits, labelled_only=False)
     if not cases:
         return 0.0, 0
-    tensors, meta = load_checkpoint(site.state_dir / "mae.safetensors", verify_hash=False)  # the site's decoder
-    model = build_mae(cfg.model, cfg.data.roi_size, state=full_state(master, split_local_state(tensors, meta).weights))
+    saved = site.saved_state(MAE_STATE)  # the site's decoder
+    if saved is None:
+        raise RuntimeError(f"site {site.site.site_id} saved no MIM state")
+    model = build_mae(cfg.model, cfg.data.roi_size, state=full_state(master, saved.weights))
     model.eval()
     generator = torch.Generator().manual_seed(derive_seed(cfg.seed, site.site.site_id, "mim-eval"))
     total, volumes = 0.0, 0

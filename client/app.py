@@ -21,7 +21,7 @@ from flwr.clientapp.typing import ClientAppCallable
 
 from endofed.config import load_site_config
 from endofed.federated.audit import append_audit, audit_outgoing
-from endofed.federated.bytes import from_transport, link_modes, payload_shapes, to_transport
+from endofed.federated.bytes import from_transport, link_modes, payload_layout, to_transport
 from endofed.federated.protocol import (
     ARRAYS,
     CONFIG,
@@ -32,10 +32,16 @@ from endofed.federated.protocol import (
     PHASE,
     PROXIMAL_MU,
     SERVER_ROUND,
+    T_DECODE,
+    T_ENCODE,
+    T_LOCAL,
+    T_SITE,
+    T_STARTUP,
     TOTAL_ROUNDS,
     TRANSPORT,
 )
 from endofed.federated.runconfig import RUN_KEY, experiment_config, site_config_path
+from endofed.federated.schema import describe, finite_metrics
 from endofed.federated.site_errors import ERROR_LOG, SITE_INTERNAL, category, error_reason, write_error_log
 from endofed.io.crashlog import crash_log_dir
 from endofed.training.federated_site import FederatedSite, RoundPlan
@@ -56,24 +62,20 @@ def process_age_s() -> float:
 
 
 def outgoing_audit(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """Mod: check every reply before it leaves the site, and log what left (``outgoing.jsonl``).
+    """Mod: check every reply against the schema before it leaves the site, and log what left (``outgoing.jsonl``).
 
-    The reply may hold the arrays it received (same keys and shapes: the shared encoder) and numbers only.
+    A train reply may hold exactly the encoder it received (keys, dtypes, shapes in the reply's codec) and the
+    schema's metrics; an evaluate reply the schema's metrics only (:mod:`endofed.federated.schema`). Anything
+    else raises :class:`endofed.federated.site_errors.WithheldReply`: the reply is not sent (error code 108).
     """
     reply = call_next(msg, context)
     if reply.has_error():
-        return reply
+        return reply  # contained_errors (outside) replaces its text with a fixed sentence
     site = _site(context)
     received = {k: tuple(v.shape) for record in msg.content.array_records.values() for k, v in record.items()}
-    allowed = payload_shapes(received, reply_mode(msg))  # the received encoder, in the reply's wire format
-    content = reply.content
-    arrays = {k: tuple(v.shape) for record in content.array_records.values() for k, v in record.items()}
-    metrics = {k: v for record in content.metric_records.values() for k, v in record.items()}
-    others = (
-        len(content.config_records) + max(0, len(content.array_records) - 1) + max(0, len(content.metric_records) - 1)
-    )
-    record = audit_outgoing(arrays, metrics, others, allowed)
-    append_audit(site.state_dir, {"message": msg.metadata.message_type, **record})
+    allowed = payload_layout(received, reply_mode(msg))  # the received encoder, in the reply's wire format
+    record = audit_outgoing(str(msg.metadata.message_type), describe(reply.content), allowed)
+    append_audit(site.state_dir, record)
     return reply
 
 
@@ -169,11 +171,11 @@ def train(msg: Message, context: Context) -> Message:
     wire = _reply_arrays(state, mode, shared)
     metrics |= _partition_metric(context)
     metrics |= {
-        "t-startup": startup,  # process start -> handler (imports, Flower's ClientApp set-up)
-        "t-site": loaded - started,  # site config, data check against the cache, splits
-        "t-decode": decoded - loaded,
-        "t-local": trained - decoded,  # model build, local state load/save, and the training itself
-        "t-encode": time.perf_counter() - trained,
+        T_STARTUP: startup,  # process start -> handler (imports, Flower's ClientApp set-up)
+        T_SITE: loaded - started,  # site config, data check against the cache, splits
+        T_DECODE: decoded - loaded,
+        T_LOCAL: trained - decoded,  # model build, local state load/save, and the training itself
+        T_ENCODE: time.perf_counter() - trained,
     }
     content = RecordDict({ARRAYS: wire, METRICS: MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
@@ -181,10 +183,16 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """Test-split metrics of the received encoder with this site's head (optionally fine-tuned locally first)."""
+    """Test-split metrics of the received encoder with this site's head (optionally fine-tuned locally first).
+
+    A metric that is undefined on this site's test set (e.g. the AUC of a one-class set: NaN) is left out of the
+    reply, which carries finite numbers only; the coordinator records it as missing.
+    """
     config = msg.content[CONFIG]
     local_epochs = int(config.get(LOCAL_EPOCHS, 0))
     shared, _ = _received(msg)
-    metrics = _site(context).evaluate(shared, local_epochs)
+    metrics, undefined = finite_metrics(_site(context).evaluate(shared, local_epochs))
+    if undefined:
+        LOGGER.warning("test metrics %s are undefined on this site's test set: left out of the reply", undefined)
     metrics |= _partition_metric(context)
     return Message(content=RecordDict({METRICS: MetricRecord(metrics)}), reply_to=msg)

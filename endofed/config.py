@@ -257,8 +257,10 @@ class FederationConfig:
     min_sites: int = 2  # sites required to start and in every round
     round_timeout_s: float = 3600.0  # a site that has not replied by then is dropped from the round
     finetune_strategy: str = "same"  # strategy of the fine-tuning phase: same (as strategy) or one of strategy's
-    max_update_norm_ratio: float = 0.0  # reject an update with ||w - w_global|| / ||w_global|| above this (0 = off)
-    max_examples_per_site: int = 0  # reject a num-examples claim above this (0 = no cap; it must not change per phase)
+    # Bounds on what a site may claim (docs/trust-bounds.md: ~20x and ~33x the largest honest values measured,
+    # 0.0234 and 300, benchmarks/honest_bounds.py). 0 switches a bound off.
+    max_update_norm_ratio: float = 0.5  # reject an update with ||w - w_global|| / ||w_global|| above this
+    max_examples_per_site: int = 10_000  # reject a num-examples claim above this (it must not change per phase)
     # delta_int8: sites reply with int8 deltas against the bf16 weights they received (a quarter of the fp32 bytes),
     # which the server adds to its weights; master weights stay fp32 in every mode.
     transport: str = "fp32"  # encoder on the wire: fp32 | bf16 (half the bytes) | delta_int8 (bf16 down, int8 up)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from endofed.approval.bundle import check_hash_list
 from endofed.config_builder import load_dataclass, require, resolve_paths
 
 THREADS_ENV = "ENDOFED_CPU_THREADS"  # torch CPU threads per site process (see training/device.py)
@@ -33,8 +34,11 @@ class SiteConfig:
     server_address: str = "127.0.0.1:9092"  # SuperLink fleet address host:port
     root_certificates: Path | None = None  # CA certificate that signed the SuperLink's TLS certificate
     private_key: Path | None = None  # this site's ECDSA private key (SuperNode authentication)
+    approved_apps: tuple[str, ...] | None = None  # bundles it runs ('endofed app hash'); None: any, []: none
 
     def __post_init__(self) -> None:
+        if self.approved_apps is not None:
+            check_hash_list(self.approved_apps, "site.approved_apps")
         require(
             bool(self.site_id) and self.site_id.replace("-", "").replace("_", "").isalnum(),
             f"site.site_id must be non-empty letters, digits, '-' or '_', got {self.site_id!r}",

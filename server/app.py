@@ -36,9 +36,7 @@ from endofed.federated.protocol import (
     PHASES,
     PRETRAIN,
     ROUNDS_FILE,
-    STATE_FILE,
     STATE_GLOBAL_PREFIX,
-    STATE_KIND,
     SUMMARY_FILE,
     TOTAL_ROUNDS,
     global_encoder_file,
@@ -46,8 +44,9 @@ from endofed.federated.protocol import (
 from endofed.federated.rounds import completed_rounds
 from endofed.federated.runconfig import OUTPUT_DIR, RESUME, experiment_config
 from endofed.federated.weights import encoder_state
-from endofed.io.checkpoint import config_hash, load_checkpoint, save_checkpoint
+from endofed.io.checkpoint import config_hash, save_checkpoint
 from endofed.io.jsonl import JsonlWriter, write_json
+from endofed.io.server_state import ServerStateError, read_server_state, save_server_state_file
 from endofed.models import build_mae
 from endofed.seeds import derive_seed
 from server.privacy import PrivateRounds, make_private
@@ -88,27 +87,24 @@ class ServerState:
 
 def save_server_state(out: Path, phase: str, server_round: int, arrays: ArrayRecord, strategy: Strategy,
                       cfg_dict: dict[str, Any]) -> None:  # fmt: skip
-    """Write ``server_state.safetensors`` atomically (the previous round's state stays until it is replaced)."""
+    """Write ``server_state.safetensors`` + ``.json`` atomically, one hash over both (``endofed.io.server_state``)."""
     moments, meta = strategy.export_state()
     tensors = {f"{STATE_GLOBAL_PREFIX}{k}": torch.from_numpy(np.array(v.numpy())) for k, v in arrays.items()}
     tensors |= {k: torch.from_numpy(np.array(v)) for k, v in moments.items()}
-    metadata = {"kind": STATE_KIND, "phase": phase, "round": server_round, "config_hash": config_hash(cfg_dict),
-                "strategy": meta}  # fmt: skip
-    save_checkpoint(out / STATE_FILE, tensors, metadata)
+    save_server_state_file(out, phase, server_round, tensors, meta, cfg_dict)
 
 
 def load_server_state(out: Path, cfg_dict: dict[str, Any]) -> ServerState:
-    """The state saved by the last completed round of the run in ``out``.
+    """The state saved by the last completed round of the run in ``out``, after the checks of the pre-flight.
 
     Raises:
-        RuntimeError: no state was saved (no round completed), or it belongs to another experiment config.
+        RuntimeError: one line naming the file: no state was saved (no round completed), it was modified, cut
+            short or torn (see ``endofed.io.server_state.read_server_state``), or it belongs to another config.
     """
-    path = out / STATE_FILE
-    if not path.exists():
-        raise RuntimeError(f"nothing to resume in {out}: no round of that run completed ({STATE_FILE} missing)")
-    tensors, meta = load_checkpoint(path)
-    if meta.get("config_hash") != config_hash(cfg_dict):
-        raise RuntimeError(f"{path} was saved with another experiment config; resume needs the same config")
+    try:
+        tensors, meta = read_server_state(out, cfg_dict)
+    except ServerStateError as exc:
+        raise RuntimeError(str(exc)) from None
     prefix = STATE_GLOBAL_PREFIX
     arrays = ArrayRecord({k.removeprefix(prefix): Array(v.numpy()) for k, v in tensors.items() if k.startswith(prefix)})
     others = {k: v.numpy() for k, v in tensors.items() if not k.startswith(prefix)}

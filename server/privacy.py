@@ -110,8 +110,8 @@ class PrivateRounds(DifferentialPrivacyServerSideFixedClipping):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Clip, let the wrapped strategy validate and log, release the noisy fixed-denominator sum."""
-        received = list(replies)
+        """Screen, clip, let the wrapped strategy validate and log, release the noisy fixed-denominator sum."""
+        received = self.inner.screen_train(replies)  # the schema first: clipping reads the replies
         base = {key: np.asarray(value.numpy()) for key, value in self.current_arrays.items()}
         clipped = [entry for reply in received if (entry := self._clip(reply, base)) is not None]
         self._kept = []

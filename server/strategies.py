@@ -24,58 +24,31 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedMedian, FedProx, FedTrimmedAvg
-from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from endofed.config import FederationConfig
-from endofed.federated.bytes import from_transport, link_modes, state_nbytes, to_transport
+from endofed.federated.bytes import link_modes, payload_layout, state_nbytes
 from endofed.federated.protocol import (
     ARRAYS,
     DEFAULT_TRANSPORT,
+    EVALUATION_METRICS,
     FINETUNE,
     METRICS,
     NUM_EXAMPLES,
-    PARTITION_ID,
     TRANSPORT,
 )
 from endofed.federated.rounds import round_can_start, update_digest
+from endofed.federated.schema import EVALUATE, TRAIN
 from endofed.federated.strategies import FEDADAM, FEDAVG, FEDPROX, MEDIAN, TRIMMED_MEAN, phase_strategy
 from endofed.federated.validate import validate_num_examples, validate_update
 from endofed.io.jsonl import JsonlWriter
+from server.replies import as_numpy as _numpy
+from server.replies import average_metrics, decode, encode, failed_replies, screen
 
 LOGGER = logging.getLogger(__name__)
 OPTIMISER_MOMENTS = ("m_t", "v_t")  # FedAdam's server-side state (saved for --resume)
-
-
-def average_metrics(records: list[RecordDict], weighting_key: str) -> MetricRecord:
-    """Flower's weighted metric average, leaving out the site tag ``partition-id`` (an average of ids means nothing)."""
-    stripped = [
-        RecordDict({name: MetricRecord({k: v for k, v in rec.items() if k != PARTITION_ID})
-                    for name, rec in record.metric_records.items()})
-        for record in records
-    ]  # fmt: skip
-    return aggregate_metricrecords(stripped, weighting_key)
-
-
-def _numpy(arrays: ArrayRecord) -> dict[str, np.ndarray]:
-    """An ArrayRecord as numpy arrays."""
-    return {key: value.numpy() for key, value in arrays.items()}
-
-
-def encode(arrays: ArrayRecord, mode: str, reference: dict[str, np.ndarray] | None = None) -> ArrayRecord:
-    """Arrays as they go on the wire in codec ``mode`` (``reference``: the state a delta is taken against)."""
-    if mode == "fp32":
-        return arrays
-    return ArrayRecord({k: Array(v) for k, v in to_transport(_numpy(arrays), mode, reference).items()})
-
-
-def decode(arrays: ArrayRecord, mode: str, reference: dict[str, np.ndarray] | None = None) -> ArrayRecord:
-    """Float32 arrays from the wire format (``reference``: what a delta is added to)."""
-    if mode == "fp32":
-        return arrays
-    return ArrayRecord({k: Array(v) for k, v in from_transport(_numpy(arrays), mode, reference).items()})
 
 
 class RoundLogMixin:
@@ -108,7 +81,8 @@ class RoundLogMixin:
         self.phase, self.writer, self.last_evaluation, self.transport = phase, writer, {}, transport
         self.max_norm_ratio, self.max_examples = max_norm_ratio, max_examples
         self._claims: dict[int, int] = {}  # node -> num-examples it claimed in this phase
-        self._rejected: list[dict[str, Any]] = []
+        self._rejected: list[dict[str, Any]] = []  # this round's dropped replies: node and reason
+        self._site_metrics: dict[int, dict[str, float]] = {}  # this round's kept replies' whole metric records
         self._norms: dict[int, float] = {}
         self.down, self.up = link_modes(transport)
         self._sent: dict[str, np.ndarray] = {}
@@ -169,6 +143,7 @@ class RoundLogMixin:
         self._base = {k: np.array(v, dtype=np.float32) for k, v in _numpy(arrays).items()} if self.delta else self._sent
         self._sent_bytes = state_nbytes(_numpy(wire))
         self._round_started = time.perf_counter()
+        self._rejected, self._site_metrics = [], {}
         return wire
 
     @property
@@ -191,10 +166,29 @@ class RoundLogMixin:
     ) -> Iterable[Message]:
         """Evaluation messages carry the encoder in the same wire format (after the bounded wait for sites)."""
         config[TRANSPORT] = self.transport
+        self._rejected = []
         if self.fraction_evaluate > 0:  # type: ignore[attr-defined]
             self.await_sites(grid)
         shifted = server_round + self.round_offset
         return super().configure_evaluate(shifted, encode(arrays, self.down), config, grid)  # type: ignore[misc]
+
+    def _reject(self, node: int, reason: str) -> None:
+        """Drop one reply: a log line and an entry in the round record."""
+        LOGGER.warning("reply of node %s rejected: %s", node, reason)
+        self._rejected.append({"node": node, "reason": reason})
+
+    def screen_train(self, replies: Iterable[Message]) -> list[Message]:
+        """The train replies that fit the schema and the bounds, and the error replies (see :func:`screen`).
+
+        Idempotent: screening the kept replies again keeps them all (PrivateRounds screens before it clips).
+        """
+        allowed = payload_layout({k: v.shape for k, v in self._sent.items()}, self.up)
+        result = screen(replies, TRAIN, allowed, self.max_examples)
+        for entry in result.rejected:
+            self._reject(entry["node"], entry["reason"])
+        for node, metrics in result.metrics.items():
+            self._site_metrics.setdefault(node, metrics)
+        return result.kept + result.errors
 
     def _valid(self, replies: list[Message]) -> list[Message]:
         """Replies decoded to float32 whose update matches the sent weights, in a fixed order (error replies dropped).
@@ -203,7 +197,7 @@ class RoundLogMixin:
         (it never stops the run). The kept replies are sorted by the digest of their update, so the average
         (a floating-point sum) does not depend on the order in which the replies arrived.
         """
-        kept, self._rejected, self._norms = [], [], {}
+        kept, self._norms = [], {}
         for reply in replies:
             if reply.has_error():
                 continue  # Flower's reply carries the error; it is counted as a failure in the round record
@@ -212,9 +206,8 @@ class RoundLogMixin:
                 reply.content[ARRAYS] = self.decode_reply(reply.content[ARRAYS])
                 claimed = reply.content[METRICS].get(NUM_EXAMPLES)
                 self._claims[node] = validate_num_examples(claimed, self.max_examples, self._claims.get(node))
-            except (ValueError, KeyError) as exc:
-                LOGGER.warning("round update of node %s rejected: %s", node, exc)
-                self._rejected.append({"node": node, "reason": str(exc)})
+            except ValueError as exc:
+                self._reject(node, str(exc))
                 continue
             self._norms[node] = self._last_norm
             kept.append((update_digest(_numpy(reply.content[ARRAYS])), reply))
@@ -225,7 +218,7 @@ class RoundLogMixin:
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Validate, aggregate (with a quorum of valid updates), and log the round."""
         server_round += self.round_offset
-        received = list(replies)
+        received = self.screen_train(replies)  # before anything reads a reply
         up_bytes = {int(r.metadata.src_node_id): state_nbytes(_numpy(r.content[ARRAYS])) for r in received
                     if not r.has_error()}  # fmt: skip
         kept = self._valid(received)  # back to float32 before averaging
@@ -243,7 +236,7 @@ class RoundLogMixin:
         sites = [
             {
                 "node": int(r.metadata.src_node_id),
-                **{k: float(v) for k, v in r.content[METRICS].items() if isinstance(v, (int, float))},
+                **self._site_metrics[int(r.metadata.src_node_id)],
                 "bytes_down": down,
                 "bytes_up": up_bytes[int(r.metadata.src_node_id)],
                 "update_norm_ratio": self._norms[int(r.metadata.src_node_id)],
@@ -257,6 +250,7 @@ class RoundLogMixin:
                 "round": server_round,
                 "sites": sites,
                 "failures": sum(r.has_error() for r in received),
+                "failed": failed_replies(received),
                 "rejected": self._rejected,
                 "aggregated": arrays is not None,
                 "round_seconds": time.perf_counter() - self._round_started,
@@ -266,20 +260,21 @@ class RoundLogMixin:
         return arrays, metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Keep and log each site's test metrics, then aggregate as usual."""
+        """Screen, keep and log each site's test metrics (an undefined one is NaN), then aggregate as usual."""
         server_round += self.round_offset
         received = list(replies)
         if not received:
             return None
-        self.last_evaluation = {
-            int(r.metadata.src_node_id): {k: float(v) for k, v in r.content[METRICS].items()}
-            for r in received
-            if not r.has_error()
-        }
+        result = screen(received, EVALUATE, {}, self.max_examples)
+        for entry in result.rejected:
+            self._reject(entry["node"], entry["reason"])
+        undefined = dict.fromkeys(EVALUATION_METRICS, math.nan)  # a site leaves out a metric its test set cannot give
+        self.last_evaluation = {node: undefined | metrics for node, metrics in result.metrics.items()}
         self._write({"event": "evaluate", "phase": self.phase, "round": server_round, "sites": [
             {"node": node, **values} for node, values in self.last_evaluation.items()
-        ]})  # fmt: skip
-        return super().aggregate_evaluate(server_round, received)  # type: ignore[misc, no-any-return]
+        ], "failures": len(result.errors), "failed": failed_replies(result.errors),
+            "rejected": list(self._rejected)})  # fmt: skip
+        return super().aggregate_evaluate(server_round, result.kept + result.errors)  # type: ignore[misc, no-any-return]
 
     def _as_master_dtype(self, arrays: ArrayRecord) -> ArrayRecord:
         """The aggregate in the master weights' dtypes (FedAdam's step, a float64 scalar times arrays, is float64)."""

@@ -14,13 +14,13 @@ registers the same handlers behind two more mods, and it is never part of the bu
 from __future__ import annotations
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
 from client import app as production
 from endofed.federated.bytes import zero_delta
-from endofed.federated.faults import NODE_CONFIG_KEY, corrupt, parse_fault_plan
+from endofed.federated.faults import NODE_CONFIG_KEY, Reply, leaking_exception, parse_fault_plan, spoil
 from endofed.federated.protocol import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, PHASE, PRETRAIN, SERVER_ROUND
 
 ECHO = "echo"  # run-config key of the echo baseline
@@ -52,24 +52,51 @@ def echo(msg: Message, context: Context, call_next: ClientAppCallable) -> Messag
     return Message(content, reply_to=msg)
 
 
-def injected_fault(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """Mod: spoil this site's own training reply when its node config asks for it (after the outgoing audit)."""
-    reply = call_next(msg, context)
+def _fault(msg: Message, context: Context) -> str | None:
+    """The fault this site's node config plans for this message, if any."""
     plan_text = str(context.node_config.get(NODE_CONFIG_KEY, ""))
-    if not plan_text or reply.has_error() or msg.metadata.message_type != MessageType.TRAIN:
-        return reply
+    if not plan_text:
+        return None
     config = msg.content[CONFIG]
-    fault = parse_fault_plan(plan_text).get(int(config[SERVER_ROUND])) if config.get(PHASE) == PRETRAIN else None
-    if fault is None:
+    kind = str(msg.metadata.message_type)
+    if kind == MessageType.TRAIN and config.get(PHASE) != PRETRAIN:
+        return None
+    return parse_fault_plan(plan_text).get((kind, int(config.get(SERVER_ROUND, 0))))
+
+
+def _records(reply: Reply) -> RecordDict:
+    """A spoiled reply as Flower records."""
+    content = RecordDict()
+    if reply.arrays is not None:
+        content[ARRAYS] = ArrayRecord({k: Array(v) for k, v in reply.arrays.items()})
+    if reply.metrics is not None:
+        content[METRICS] = MetricRecord(reply.metrics)
+    if reply.config is not None:
+        content["site"] = ConfigRecord(reply.config)
+    return content
+
+
+def injected_fault(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Mod: spoil this site's own reply when its node config asks for it (after the outgoing audit).
+
+    The ``raise`` fault raises instead, before the handler runs: the production ``contained_errors`` (outside
+    this mod) must turn it into a fixed error reply, keeping its text at the site.
+    """
+    fault = _fault(msg, context)
+    if fault == "raise":
+        raise leaking_exception()
+    reply = call_next(msg, context)
+    if fault is None or reply.has_error():
         return reply
-    metrics = reply.content[METRICS]
-    honest = {k: v.numpy() for k, v in reply.content[ARRAYS].items()}
-    arrays, claimed = corrupt(honest, int(metrics[NUM_EXAMPLES]), fault)
-    reply.content[ARRAYS] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
-    metrics[NUM_EXAMPLES] = claimed
-    return reply
+    content = reply.content
+    honest = Reply(
+        {k: v.numpy() for k, v in content[ARRAYS].items()} if ARRAYS in content.array_records else None,
+        dict(content[METRICS]) if METRICS in content.metric_records else None,
+    )
+    return Message(_records(spoil(honest, fault)), reply_to=msg)
 
 
-app = ClientApp(mods=[echo, injected_fault, production.outgoing_audit])  # the first mod is the outermost
+# the first mod is the outermost: the production containment, then the test-only mods, then the audit
+app = ClientApp(mods=[production.contained_errors, echo, injected_fault, production.outgoing_audit])
 app.train()(production.train)
 app.evaluate()(production.evaluate)

@@ -4,8 +4,11 @@
   and resumed with ``endofed-server --resume``; the final global encoder equals that of an uninterrupted run.
 * One of three sites is killed mid-run: the round completes without it (quorum 2) within the heartbeat timeout,
   the next rounds wait a bounded time for it, and once restarted it rejoins with its local state.
-* A site sends a NaN, a renamed key, a short array, float64 arrays, a 1000x update and a 1000x num-examples in
-  six rounds: each is rejected and logged, the two honest sites are averaged, and the run completes.
+* A site sends a NaN, a renamed key, a short array, float64 arrays, a 1000x update, a 1000x num-examples, a path
+  as a metric key, a list metric, no arrays, text and uint8 arrays, a config record, and (evaluate) no metrics and
+  a NaN AUC over 10^9 patients, and raises an exception naming a subject and a path: each reply is rejected and
+  logged (the exception as a fixed error), the two honest sites are averaged, the run completes under the default
+  bounds, and the exception's text is in the site's log only.
 
 The closing notes quote the times these tests print (``pytest -s``).
 """
@@ -13,7 +16,9 @@ The closing notes quote the times these tests print (``pytest -s``).
 from __future__ import annotations
 
 import json
+import re
 import shlex
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -49,7 +54,7 @@ ROUND_S = 400  # the coordinator to finish a round (server_state.json or rounds.
 SITE_ROUND_S = 300  # a site to finish its part of a round
 GONE_S = 30  # a SIGKILLed process (group) to be gone
 RUN_S = 600  # endofed-server to exit after its last (re)start
-HOSTILE_RUN_S = 900  # the same for seven rounds, six with a hostile update, and a SuperNode restarted until it joins
+HOSTILE_RUN_S = 1500  # the same for 16 rounds, 15 with a hostile reply, and a SuperNode restarted until it joins
 
 RESUME_RUN = ("federation.strategy=fedadam", "federation.pretrain_rounds=3", "federation.finetune_rounds=2")
 CRASHES = (("pretrain", 2), ("finetune", 2))  # kill the coordinator while these rounds are under way
@@ -223,15 +228,40 @@ def test_a_site_killed_mid_run_is_left_out_within_the_timeout_and_rejoins_losing
     trained = [r["round"] for r in records if r["phase"] == "pretrain"]
     assert trained[0] == 1 and trained[-1] == 5 and len(trained) < 5  # it missed at least the round it died in
     assert {r["round"] for r in rounds if len(r["sites"]) == 3} <= set(trained)
-    assert json.loads((gamma_dir / "federation" / run_key / "mae.json").read_text())["round"] == 5
+    saved = gamma_dir / "federation" / run_key / "mae" / "round-0005" / "state.json"  # its newest local state
+    assert json.loads(saved.read_text())["round"] == 5
 
 
-HOSTILE_RUN = ("federation.min_sites=3", "federation.quorum=2", "federation.pretrain_rounds=7",
-               "federation.finetune_rounds=0", "federation.max_update_norm_ratio=10",
-               "federation.max_examples_per_site=1000", "federation.node_wait_s=60")  # fmt: skip
-FAULT_PLAN = {2: "nan", 3: "keys", 4: "shape", 5: "dtype", 6: "norm", 7: "examples"}
-REASONS = {"nan": "NaN or Inf", "keys": "keys differ", "shape": "has shape", "dtype": "has dtype float64",
-           "norm": "above the bound 10", "examples": "above the bound of 1000 volumes"}  # fmt: skip
+HOSTILE_RUN = (
+    "federation.min_sites=3",
+    "federation.quorum=2",
+    "federation.pretrain_rounds=14",
+    "federation.finetune_rounds=2",
+    "federation.node_wait_s=60",
+)  # the shipped bounds: the defaults
+FAULT_PLAN = {
+    2: "nan",
+    3: "keys",
+    4: "shape",
+    5: "dtype",
+    6: "norm",
+    7: "examples",
+    8: "metric-key",
+    9: "metric-list",
+    10: "no-arrays",
+    11: "text-array",
+    12: "uint8",
+    13: "config",
+    14: "raise",
+}
+EVAL_PLAN = {1: "eval-no-metrics", 2: "eval-nan"}  # the fine-tuning phase's evaluate rounds
+REASONS = {"nan": "NaN or Inf", "keys": "arrays beyond the shared encoder", "shape": "has shape",
+           "dtype": "has dtype float64", "norm": "above the bound 0.5",
+           "examples": "above the bound of 10000 volumes|changed from",  # a regular expression, as each of these
+           "metric-key": "outside the train schema", "metric-list": "'train-loss' is a list",
+           "no-arrays": "array records none", "text-array": "has dtype <U40", "uint8": "has dtype uint8",
+           "config": "a config record", "eval-no-metrics": "metric records none",
+           "eval-nan": "'auc' is nan"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -241,10 +271,26 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Federation:
     return make_federation(root, ["alpha", "beta", "gamma"], HOSTILE_RUN, app_dir=app_dir)
 
 
+def _coordinator_text(fed: Federation, out: Path) -> str:
+    """Everything the coordinator wrote that a site's reply can reach, as text: its logs, round records, summary and
+    every table of the SuperLink's database but ``fab`` (the app bundle, whose source names the test's secrets)."""
+    texts = [(fed.root / "server.log").read_text(errors="replace")]
+    texts += [p.read_text(errors="replace") for p in out.rglob("*") if p.suffix in (".log", ".json", ".jsonl")]
+    with sqlite3.connect(out / "superlink.db") as db:
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'fab'").fetchall():
+            rows = db.execute(f'SELECT * FROM "{table}"').fetchall()  # noqa: S608 (names from the database itself)
+            texts += [
+                bytes(v).decode(errors="replace") if isinstance(v, bytes) else str(v) for row in rows for v in row
+            ]
+    return "\n".join(texts)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(budget_s(HOSTILE_RUN_S, stop_budget_s(3 + 1)))  # 2 clients, the SuperNode loop, the server
-def test_hostile_updates_are_rejected_and_logged_and_the_run_goes_on(hostile):
+def test_hostile_replies_are_rejected_and_logged_and_the_run_goes_on(hostile):
     from endofed.config import load_site_config
+    from endofed.federated.faults import LEAKED_PATH, LEAKED_SUBJECT, SENT_ON_PURPOSE
+    from endofed.federated.site_errors import ERROR_LOG, SITE_DATA, error_reason
     from endofed.launch.deployment import supernode_command
     from endofed.launch.processes import free_port
 
@@ -252,27 +298,45 @@ def test_hostile_updates_are_rejected_and_logged_and_the_run_goes_on(hostile):
     gamma = load_site_config(fed.sites["gamma"])
     command = supernode_command(gamma, fed.sites["gamma"], free_port())  # a site running code of its own
     node_config = command.index("--node-config") + 1
-    plan = ",".join(f"{fault}@{r}" for r, fault in FAULT_PLAN.items())
-    command[node_config] += f' inject-fault="{plan}"'
+    plan = [f"{fault}@{r}" for r, fault in FAULT_PLAN.items()] + [f"{fault}@{r}" for r, fault in EVAL_PLAN.items()]
+    command[node_config] += f' inject-fault="{",".join(plan)}"'
     processes = [start_client(fed, name) for name in ("alpha", "beta")]
     # Like endofed-client, restart the SuperNode until it can join (it exits if the SuperLink is not up yet).
     loop = f"until {shlex.join(command)}; do sleep 2; done"
     processes.append(start(["bash", "-c", loop], fed.root / "hostile_supernode.log"))
     server = start(["endofed-server", "--config", str(fed.server_yaml)], fed.root / "server.log")
+    started = time.monotonic()
     try:
         assert server.wait(timeout=HOSTILE_RUN_S) == 0, tail(fed.root / "server.log")
     finally:
         for process in processes:
             stop(process)
         stop(server)
-    rounds = [r for r in jsonl(out / "rounds.jsonl") if r["event"] == "train"]
-    assert [r["round"] for r in rounds] == list(range(1, 8)) and all(r["aggregated"] for r in rounds)
+    print(f"hostile run: {len(FAULT_PLAN) + len(EVAL_PLAN)} hostile replies, {time.monotonic() - started:.0f} s")
+    records = jsonl(out / "rounds.jsonl")
+    rounds = [r for r in records if r["event"] == "train" and r["phase"] == "pretrain"]
+    assert [r["round"] for r in rounds] == list(range(1, 15)) and all(r["aggregated"] for r in rounds)
     assert len(rounds[0]["sites"]) == 3 and rounds[0]["rejected"] == []  # round 1: the site behaves
     hostile_node = ({s["node"] for s in rounds[0]["sites"]} - {s["node"] for s in rounds[1]["sites"]}).pop()
     for record in rounds[1:]:
         fault = FAULT_PLAN[record["round"]]
+        assert len(record["sites"]) == 2 and hostile_node not in {s["node"] for s in record["sites"]}, fault
+        if fault == "raise":  # a failure, not a rejection: the site's code raised
+            assert record["failures"] == 1 and record["rejected"] == []
+            continue
         (rejected,) = record["rejected"]
-        assert rejected["node"] == hostile_node and REASONS[fault] in rejected["reason"], (fault, rejected)
-        assert len(record["sites"]) == 2  # the two honest sites were averaged
-    encoder, _ = load_checkpoint(out / "global_encoder_pretrain.safetensors")
+        assert rejected["node"] == hostile_node and re.search(REASONS[fault], rejected["reason"]), (fault, rejected)
+    evaluations = [r for r in records if r["event"] == "evaluate"]
+    assert [r["round"] for r in evaluations] == [1, 2]
+    for record in evaluations:
+        (rejected,) = record["rejected"]
+        assert rejected["node"] == hostile_node and re.search(REASONS[EVAL_PLAN[record["round"]]], rejected["reason"])
+        assert {s["node"] for s in record["sites"]} == {s["node"] for s in rounds[1]["sites"]}  # the honest two
+    encoder, _ = load_checkpoint(out / "global_encoder_finetune.safetensors")
     assert all(torch.isfinite(v).all() for v in encoder.values())
+    # The exception text stayed at the site: its own log has it, nothing the coordinator wrote does.
+    coordinator = _coordinator_text(fed, out)
+    assert error_reason(SITE_DATA) in coordinator  # the fixed sentence did arrive
+    assert SENT_ON_PURPOSE in coordinator  # the scan reaches what the hostile replies carried (reasons quote it)
+    assert LEAKED_SUBJECT not in coordinator and LEAKED_PATH not in coordinator
+    assert LEAKED_SUBJECT in (gamma.work_dir / "logs" / ERROR_LOG).read_text()

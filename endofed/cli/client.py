@@ -17,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Join the federation as a hospital: run the data check (refuse to join if it fails), then start "
             "flower-supernode with the coordinator's CA certificate and this site's private key. Images never "
-            "leave the site; only encoder weights and scalar metrics do. Runs until stopped (Ctrl-C)."
+            "leave the site; only encoder weights and scalar metrics do. With approved_apps in the site YAML, "
+            "only those app bundles run (see 'endofed app hash'). Runs until stopped (Ctrl-C)."
         ),
     )
     parser.add_argument("--site", required=True, type=Path, metavar="YAML", help="site config (configs/sites/)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 import endofed
-from endofed.cli import certs_cmd, compare_cmd, config_cmd, data_cmd, synth_cmd, train_cmd
+from endofed.cli import app_cmd, certs_cmd, compare_cmd, config_cmd, data_cmd, synth_cmd, train_cmd
 from endofed.cli.common import EXIT_USAGE, run_command
 
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare_cmd.register(commands)
     certs_cmd.register(commands)
     config_cmd.register(commands)
+    app_cmd.register(commands)
     return parser
 
 

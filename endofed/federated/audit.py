@@ -1,9 +1,10 @@
-"""What may leave a site: a check of every outgoing message, and a local log of what left (no flwr import).
+"""What may leave a site: the check of every outgoing reply, and a local log of what left (no flwr import).
 
-A reply may hold only the shared encoder arrays (exact keys and shapes of the key policy) and numeric
-metrics: no other arrays (images, decoder, head), no strings (paths, subject ids), no config records.
-The ClientApp runs this on every reply before it is sent and appends one JSON line per message to
-``<work_dir>/federation/<run>/outgoing.jsonl``, so a hospital can see exactly what it shared.
+A reply must fit the schema of its message kind (:mod:`endofed.federated.schema`): the shared encoder's exact
+keys, dtypes and shapes in the reply's codec, metric keys from a closed set with finite scalar values, no
+other record. The ClientApp runs :func:`audit_outgoing` on every reply before it is sent (a refused reply
+never leaves: the site's log gets the reason, the coordinator an error code) and appends one JSON line per
+message to ``<work_dir>/federation/<run>/outgoing.jsonl``, so a hospital can see exactly what it shared.
 """
 
 from __future__ import annotations
@@ -14,46 +15,31 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from endofed.federated.protocol import OUTGOING_FILE
+from endofed.federated.protocol import ARRAYS, METRICS, OUTGOING_FILE
+from endofed.federated.schema import ArraySpec, ReplyContent, reply_problem
+from endofed.federated.site_errors import WithheldReply
 
 
-def audit_outgoing(
-    arrays: Mapping[str, tuple[int, ...]],
-    metrics: Mapping[str, Any],
-    other_records: int,
-    allowed_arrays: Mapping[str, tuple[int, ...]],
-) -> dict[str, Any]:
-    """Check one outgoing reply; returns its audit record.
+def audit_outgoing(kind: str, content: ReplyContent, allowed_arrays: Mapping[str, ArraySpec]) -> dict[str, Any]:
+    """Check one outgoing reply against the schema; returns its audit record.
 
     Args:
-        arrays: shape of every array in the reply (empty for an evaluation reply).
-        metrics: the reply's metrics.
-        other_records: number of records other than one ArrayRecord and one MetricRecord (must be 0).
-        allowed_arrays: the shared encoder's keys and shapes.
+        kind: ``train`` or ``evaluate``.
+        content: the reply (:func:`endofed.federated.schema.describe`).
+        allowed_arrays: the layout of the encoder the site received, in the reply's codec.
 
     Raises:
-        ValueError: anything beyond the shared encoder and numeric metrics would leave the site.
+        WithheldReply: one line naming the first thing beyond the schema.
     """
-    if other_records:
-        raise ValueError(f"refusing to send {other_records} extra record(s): only encoder arrays and metrics may leave")
-    if arrays:
-        extra = sorted(set(arrays) - set(allowed_arrays))
-        missing = sorted(set(allowed_arrays) - set(arrays))
-        if extra or missing:
-            raise ValueError(
-                f"refusing to send arrays beyond the shared encoder: extra {extra[:3]}, missing {missing[:3]}"
-            )
-        wrong = [k for k, shape in arrays.items() if tuple(shape) != tuple(allowed_arrays[k])]
-        if wrong:
-            raise ValueError(f"refusing to send arrays with unexpected shapes: {wrong[:3]}")
-    for key, value in metrics.items():
-        numbers = value if isinstance(value, list) else [value]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
-            raise ValueError(f"refusing to send metric {key!r}: only numbers may leave the site, got {value!r}")
+    problem = reply_problem(kind, content, allowed_arrays)
+    if problem is not None:
+        raise WithheldReply(f"refusing to send the {kind} reply: {problem}")
+    arrays = content.arrays.get(ARRAYS, {})
     return {
+        "message": kind,
         "arrays": len(arrays),
-        "array_values": sum(math.prod(shape) for shape in arrays.values()),
-        "metrics": sorted(metrics),
+        "array_values": sum(math.prod(spec.shape) for spec in arrays.values()),
+        "metrics": sorted(content.metrics[METRICS]),
     }
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from endofed.federated.arrays import StateLike, key_mismatch, state_to_numpy, to_numpy
+from endofed.federated.schema import ArraySpec
 
 TRANSPORT_MODES = ("fp32", "bf16", "delta_int8")
 _LINKS = {"fp32": ("fp32", "fp32"), "bf16": ("bf16", "bf16"), "delta_int8": ("bf16", "delta_int8")}
@@ -69,16 +70,18 @@ def link_modes(transport: str) -> tuple[str, str]:
     return _LINKS[transport]
 
 
-def payload_shapes(shapes: Mapping[str, tuple[int, ...]], mode: str) -> dict[str, tuple[int, ...]]:
-    """Keys and shapes of the payload that encodes a state of these shapes in ``mode``.
+def payload_layout(shapes: Mapping[str, tuple[int, ...]], mode: str) -> dict[str, ArraySpec]:
+    """Keys, numpy dtypes and shapes of the payload that encodes float32 weights of these shapes in ``mode``.
 
-    Example: ``{"w": (3, 4)}`` is ``{"w": (3, 4)}`` in fp32 and bf16, ``{"w": (3, 4), "w#scale": (1,)}``
-    in delta_int8. The outgoing audit of a site allows exactly this for the encoder it received.
+    Example: ``{"w": (3, 4)}`` is ``{"w": ("float32", (3, 4))}`` in fp32, ``{"w": ("uint16", (3, 4))}`` in bf16,
+    and ``{"w": ("int8", (3, 4)), "w#scale": ("float32", (1,))}`` in delta_int8. A site's reply must have
+    exactly this layout for the encoder it received (:mod:`endofed.federated.schema`).
     """
     _check_mode(mode)
-    layout = {key: tuple(shape) for key, shape in shapes.items()}
+    value_dtype = {"fp32": "float32", "bf16": "uint16", "delta_int8": "int8"}[mode]
+    layout = {key: ArraySpec(value_dtype, tuple(shape)) for key, shape in shapes.items()}
     if mode == "delta_int8":
-        layout |= {key + SCALE_SUFFIX: (1,) for key in shapes}
+        layout |= {key + SCALE_SUFFIX: ArraySpec("float32", (1,)) for key in shapes}
     return layout
 
 

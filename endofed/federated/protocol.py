@@ -34,7 +34,11 @@ NUM_EXAMPLES = "num-examples"  # FedAvg weight: training volumes (train) or test
 TRAIN_LOSS = "train-loss"  # mean loss of the round's last local epoch
 TRAIN_SECONDS = "train-seconds"
 PARTITION_ID = "partition-id"  # simulation only: identifies the site in per-site records; never averaged
-TIMING_PREFIX = "t-"  # where a site's time went in a round (t-startup, t-site, t-decode, t-local, t-encode)
+TIMING_PREFIX = "t-"  # where a site's time went in a round, in seconds:
+T_STARTUP, T_SITE, T_DECODE, T_LOCAL, T_ENCODE = "t-startup", "t-site", "t-decode", "t-local", "t-encode"
+TIMINGS = (T_STARTUP, T_SITE, T_DECODE, T_LOCAL, T_ENCODE)
+# evaluate replies: a site's test metrics (endofed.finetune.metrics.METRIC_LABELS, in its order) + num-examples
+EVALUATION_METRICS = ("auc", "balanced_accuracy", "sensitivity", "specificity", "f1", "ece")
 
 # ---------------------------------------------------------------------------------------------------- server files
 # (in the run's output dir)

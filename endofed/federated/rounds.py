@@ -5,14 +5,14 @@
 * :func:`update_digest`: a content digest of a site update; aggregating updates sorted by it makes the
   floating-point sum independent of the order in which replies happened to arrive, so a run (and a run
   resumed after a crash) gives bitwise the same global weights.
-* :func:`site_state_to_resume`: which of a site's two saved local states a round continues from.
+* :func:`site_state_to_resume`: which of a site's saved local states a round continues from.
 * :func:`completed_rounds`: how far a saved server state got in each phase (``endofed-server --resume``).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -58,28 +58,29 @@ def update_digest(state: Mapping[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def site_state_to_resume(server_round: int, latest: int | None, previous: int | None) -> str | None:
-    """Which saved local state a site's round ``server_round`` starts from: ``"latest"``, ``"previous"`` or ``None``.
+def site_state_to_resume(server_round: int, saved: Iterable[int]) -> list[int]:
+    """The saved local states a site's round ``server_round`` may continue from, best first (``[]``: none).
 
-    A site keeps the state saved by its last round (``latest``) and the one before (``previous``); the numbers
-    are the rounds that saved them (``None``: no such file). The state to continue from is the newest one
-    saved by an *earlier* round: normally ``latest``; ``previous`` when the server repeats a round the site
-    already ran (the coordinator crashed before it received the reply and resumed); an older state when the
-    site missed rounds (it was down and rejoined). Round 1, and a site without saved state (it joins late),
-    starts from the site's fixed initial weights (``None``).
+    ``saved`` are the rounds whose local state the site kept (normally its last two). The state to continue
+    from is the newest one saved by an *earlier* round: normally the last round; the one before when the server
+    repeats a round the site already ran (the coordinator crashed before it received the reply and resumed); an
+    older state when the site missed rounds (it was down and rejoined). The older candidates follow in case the
+    newest cannot be read (a torn or damaged write). Round 1, and a site without saved state (it joins late),
+    starts from the site's fixed initial weights (``[]``).
 
     Raises:
         ValueError: every saved state is from this round or a later one: it cannot belong to this run's past.
     """
-    if server_round <= 1 or (latest is None and previous is None):
-        return None
-    for name, saved in (("latest", latest), ("previous", previous)):
-        if saved is not None and saved < server_round:
-            return name
-    raise ValueError(
-        f"round {server_round} asked for, but this site's saved state is from rounds {latest} and {previous}: "
-        "it belongs to another run; use a new run key or remove the site's federation/<run key> folder"
-    )
+    rounds = sorted(set(saved), reverse=True)
+    if server_round <= 1 or not rounds:
+        return []
+    earlier = [r for r in rounds if r < server_round]
+    if not earlier:
+        raise ValueError(
+            f"round {server_round} asked for, but this site's saved state is from rounds {sorted(rounds)}: "
+            "it belongs to another run; use a new run key or remove the site's federation/<run key> folder"
+        )
+    return earlier
 
 
 def completed_rounds(phases: Sequence[str], phase: str, rounds: int, saved: tuple[str, int] | None) -> int:

@@ -16,6 +16,8 @@ from pathlib import Path
 from endofed.errors import ConfigError, DataError, EndofedError
 
 SITE_DATA, SITE_CONFIG, SITE_STORAGE, SITE_RESOURCES, SITE_REFUSED, SITE_INTERNAL = 101, 102, 103, 104, 105, 199
+SITE_REFUSED_GLOBAL, SITE_DIVERGED, SITE_WITHHELD = 106, 107, 108
+SITE_NOT_APPROVED = 110  # sent by the site's approval gate (endofed.approval), not by the ClientApp
 
 SENTENCES: dict[int, str] = {
     SITE_DATA: "the site's data check failed; its operator can see why in the site's logs",
@@ -23,13 +25,36 @@ SENTENCES: dict[int, str] = {
     SITE_STORAGE: "the site could not read or write its files (disk full, permissions?); see the site's logs",
     SITE_RESOURCES: "the site ran out of memory; see the site's logs",
     SITE_REFUSED: "the site refused the message (not a valid endofed instruction); see the site's logs",
+    SITE_REFUSED_GLOBAL: "the site refused the global encoder it received (not finite, not the model's keys, shapes "
+    "or dtypes, or too far from the last global it knows); its local state is unchanged",
+    SITE_DIVERGED: "local training produced non-finite weights; the site kept its previous local state",
+    SITE_NOT_APPROVED: "this site has not approved the app bundle of the run (its hash is not in approved_apps)",
+    SITE_WITHHELD: "the site withheld its reply: it held more than the protocol allows; see the site's logs",
     SITE_INTERNAL: "the site's endofed code failed unexpectedly; see the site's logs",
 }
 ERROR_LOG = "clientapp-errors.log"  # in <work_dir>/logs/ (or the crash-log folder if the site is unknown)
 
 
+class GlobalRefused(EndofedError):
+    """The encoder a site received fails its checks (see :mod:`endofed.training.site_state`); nothing was touched."""
+
+
+class StateNotFinite(EndofedError):
+    """Local training produced NaN or Inf: the round is refused and nothing of it is saved."""
+
+
+class WithheldReply(EndofedError):
+    """A reply held more than the protocol allows (:mod:`endofed.federated.audit`): the site does not send it."""
+
+
 def category(exc: BaseException) -> int:
     """The category code of ``exc``, from its type only (its message may identify a patient)."""
+    if isinstance(exc, GlobalRefused):
+        return SITE_REFUSED_GLOBAL
+    if isinstance(exc, StateNotFinite):
+        return SITE_DIVERGED
+    if isinstance(exc, WithheldReply):
+        return SITE_WITHHELD
     if isinstance(exc, DataError):
         return SITE_DATA
     if isinstance(exc, ConfigError):

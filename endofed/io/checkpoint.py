@@ -1,17 +1,27 @@
 """Checkpoints as a safetensors file plus a JSON metadata file; loading never unpickles anything.
 
 A checkpoint ``name.safetensors`` has its metadata next to it in ``name.json``: the caller's metadata
-plus ``endofed_version``, ``created_utc``, ``format_version`` and ``sha256`` (of the safetensors file).
-Both files are written to a temporary file in the same folder and moved into place with ``os.replace``,
-so a reader sees either the old or the new file, never a half-written one. Loading checks the recorded
-SHA-256 before reading any tensor, and reads tensors with ``safetensors.torch.load_file`` only: no
-``torch.load``, no pickle, so a checkpoint received from elsewhere cannot run code (house style 11).
+plus ``endofed_version``, ``created_utc``, ``format_version``, ``sha256`` (of the safetensors file) and
+``metadata_sha256`` (of the metadata's own canonical JSON: every key but this one, sorted, compact). Since the
+metadata holds the tensor file's hash, ``metadata_sha256`` is one hash over both files. Both files are written
+to a temporary file in the same folder and moved into place with ``os.replace``, so a reader sees either the
+old or the new file, never a half-written one. Loading checks both hashes before reading any tensor, and reads
+tensors with ``safetensors.torch.load_file`` only: no ``torch.load``, no pickle, so a checkpoint received from
+elsewhere cannot run code (house style 11).
+
+What the two hashes catch: an edit of either file (a round number, a claim, one tensor byte), a file cut
+short or bit-rotted, a partial copy, another checkpoint's tensor file put next to this metadata, and a torn
+write (the tensor file replaced but not yet its metadata, or the reverse). What they do not catch: someone who
+edits a file and recomputes the hashes (they are checksums, not a signature: whoever can write the folder can
+forge them), or a whole, consistent pair of files copied from another run. Format 1 (endofed before
+``metadata_sha256``) still loads with its old check, the tensor file's hash only; a reader that needs the
+metadata covered too (the coordinator's resume state) requires format 2.
 
 Site-local state that never leaves the site and is only read back by the site that wrote it (a federated
 site's optimiser moments: ~0.8 GB for a ViT-B MAE every round) may be written with ``content_hash=False``
 (metadata ``"sha256": null``) and read with ``verify_hash=False``: hashing it costs about a second per round
-and only guards against the site's own disk. The default loader refuses such a file, so every checkpoint that
-is exchanged or published is still verified.
+and only guards against the site's own disk. ``verify_hash=False`` checks neither hash. The default loader
+refuses such a file, so every checkpoint that is exchanged or published is still verified.
 """
 
 from __future__ import annotations
@@ -39,9 +49,11 @@ from endofed.io.hashing import file_sha256
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: metadata_sha256 covers the metadata (and through its sha256 the tensor file)
+READABLE_FORMATS = (1, 2)  # 1: sha256 covers the tensor file only
 SUFFIX = ".safetensors"
-RESERVED_KEYS = ("endofed_version", "created_utc", "format_version", "sha256")
+METADATA_HASH = "metadata_sha256"
+RESERVED_KEYS = ("endofed_version", "created_utc", "format_version", "sha256", METADATA_HASH)
 _MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
 
 
@@ -71,6 +83,17 @@ def config_hash(cfg_dict: Mapping[str, Any]) -> str:
         ValueError: if the dict is not JSON-serialisable.
     """
     text = _dump_json(cfg_dict, "config dict", sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def metadata_sha256(record: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of a metadata record's canonical JSON: every key but ``metadata_sha256``, sorted, compact.
+
+    Raises:
+        ValueError: if the record is not strict JSON (NaN/inf, non-string keys).
+    """
+    body = {key: value for key, value in record.items() if key != METADATA_HASH}
+    text = _dump_json(body, "metadata", sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -221,6 +244,7 @@ def save_checkpoint(
         "format_version": FORMAT_VERSION,
         "sha256": digest,
     }
+    record[METADATA_HASH] = metadata_sha256(record)
     text = _dump_json(record, "metadata", indent=2, sort_keys=True)
     with _atomic_target(metadata_path(path)) as tmp, writing(metadata_path(path)):
         tmp.write_text(text + "\n", encoding="utf-8")
@@ -258,16 +282,37 @@ def _read_metadata(path: Path, verify_hash: bool = True) -> dict[str, Any]:
     if verify_hash and record["sha256"] is None:
         raise CheckpointError(f"checkpoint {path} was written without a content hash (site-local state); refused")
     version = record.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has format_version {version!r}; this endofed reads {FORMAT_VERSION}")
+    if type(version) is not int or version not in READABLE_FORMATS:
+        readable = " or ".join(map(str, READABLE_FORMATS))
+        raise CheckpointError(f"checkpoint {path} has format_version {version!r}; this endofed reads {readable}")
+    if verify_hash and version >= 2:
+        _verify_metadata_hash(record, meta_file)
     return record
+
+
+def _verify_metadata_hash(record: dict[str, Any], meta_file: Path) -> None:
+    """Require the record's ``metadata_sha256`` to be the hash of its canonical content (format 2 and later)."""
+    recorded = record.get(METADATA_HASH)
+    if not isinstance(recorded, str):
+        raise CheckpointError(f"checkpoint metadata {meta_file} has no {METADATA_HASH} entry")
+    try:
+        actual = metadata_sha256(record)
+    except ValueError:  # NaN/Infinity literals: never written by save_checkpoint
+        actual = None
+    if actual != recorded:
+        raise CheckpointError(
+            f"checkpoint metadata {meta_file} is corrupt or was modified ({METADATA_HASH} differs from its content)"
+        )
 
 
 def read_metadata(path: Path, verify_hash: bool = True) -> dict[str, Any] | None:
     """The JSON metadata of checkpoint ``path`` without reading its tensors, or ``None`` if it does not exist.
 
+    With ``verify_hash`` its ``metadata_sha256`` is checked (format 2); the tensor file's hash is not (that
+    needs the whole file: :func:`load_checkpoint`).
+
     Raises:
-        CheckpointError: the metadata is missing, unreadable or of another format version.
+        CheckpointError: the metadata is missing, unreadable, modified or of another format version.
     """
     path = Path(path)
     return _read_metadata(path, verify_hash) if path.is_file() else None
@@ -280,19 +325,21 @@ def move_checkpoint(source: Path, target: Path) -> None:
 
 
 def load_checkpoint(path: Path, verify_hash: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a checkpoint written by :func:`save_checkpoint`, after checking its SHA-256.
+    """Read a checkpoint written by :func:`save_checkpoint`, after checking its hashes.
 
-    Order of checks: the file exists, its metadata JSON exists and parses, the file looks like
-    safetensors, its SHA-256 matches the metadata; only then are tensors read (on CPU).
+    Order of checks: the file exists, its metadata JSON exists, parses and matches its ``metadata_sha256``
+    (format 2), the file looks like safetensors, its SHA-256 matches the metadata; only then are tensors read
+    (on CPU). A format 1 checkpoint has no ``metadata_sha256``: only its tensor file is checked.
 
     Args:
         path: the ``.safetensors`` file.
-        verify_hash: check the content hash (the default; a file written without one is refused). ``False``
+        verify_hash: check the hashes (the default; a file written without one is refused). ``False``
             only where a site reads back its own local state (see the module docstring); every other check
             still runs, and no loader ever unpickles.
 
     Returns:
-        ``(tensors, metadata)``; ``metadata`` includes the keys of :data:`RESERVED_KEYS`.
+        ``(tensors, metadata)``; ``metadata`` includes the keys of :data:`RESERVED_KEYS` (format 1: all but
+        ``metadata_sha256``).
 
     Raises:
         CheckpointError: (a ``ValueError``) one line naming the file and the problem.
@@ -304,7 +351,10 @@ def load_checkpoint(path: Path, verify_hash: bool = True) -> tuple[dict[str, tor
     if not _looks_like_safetensors(path):
         raise CheckpointError(f"checkpoint {path} is not a safetensors file")
     if verify_hash and file_sha256(path) != record["sha256"]:
-        raise CheckpointError(f"checkpoint {path} is corrupt or was modified (SHA-256 differs from its metadata)")
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or was modified (SHA-256 differs from its metadata "
+            f"{metadata_path(path).name}: edited, cut short, or not written together with it)"
+        )
     try:
         tensors = load_file(path, device="cpu")
     except (SafetensorError, OSError) as exc:

@@ -5,7 +5,8 @@ dependency installation off; registers every site's public key; submits the run 
 succeeds only if the run ends ``finished:completed``. The SuperLink is ended by PID in every case.
 A client first checks its data (as ``endofed data check``), then starts ``flower-supernode`` with the CA
 certificate, its private key and ``--node-config 'site-config="<abs path>"'``; the ClientApp it runs for
-every message reads that site YAML. A SuperNode that could not join is restarted, and the cause in its log is
+every message reads that site YAML (behind endofed's code-approval gate if the site lists ``approved_apps``:
+:mod:`endofed.launch.site_gate`). A SuperNode that could not join is restarted, and the cause in its log is
 printed in one line (:mod:`endofed.launch.diagnose`); a refused certificate or key ends the client.
 
 A run's folder (the server's ``output_dir``) holds ``launch.json`` (the server config, overrides and the run key
@@ -67,6 +68,7 @@ from endofed.launch.flwr import (
 from endofed.launch.processes import Child, LaunchError, flower_env, free_port, sigterm_as_interrupt, wait_for_port
 from endofed.launch.resume_check import check_resume_state
 from endofed.launch.simulation import find_app_dir, require_app_dir
+from endofed.launch.site_gate import gated_supernode_args, start_gate
 
 CONNECTION = "endofed-server"
 LAUNCH_FILE = "launch.json"  # in the run folder: what --resume needs to start the same run again
@@ -298,6 +300,7 @@ def supernode_command(site: SiteConfig, site_yaml: Path, runtime_port: int) -> l
         "--node-config", key_values({NODE_SITE_CONFIG: str(site_yaml.resolve())}),
         "--host", "127.0.0.1",
         "--port", str(runtime_port),
+        *gated_supernode_args(site),  # with approved_apps: --isolation process (endofed.launch.site_gate)
     ]  # fmt: skip
 
 
@@ -358,12 +361,17 @@ def run_client(
     with sigterm_as_interrupt():
         while True:
             offset = log_size(log)
-            child = Child("SuperNode", supernode_command(site, site_yaml, free_port()), log, env)  # fresh local port
+            port = free_port()  # a fresh local port for the SuperNode's Runtime API
+            child = Child("SuperNode", supernode_command(site, site_yaml, port), log, env)
             write_pid(pid_file, child.pid)
+            gate = None
             try:
+                gate = start_gate(site, port, child, log, env)  # None unless the site lists approved_apps
                 code = int(child.process.wait())
             finally:
                 child.stop()
+                if gate is not None:
+                    gate.stop()
                 pid_file.unlink(missing_ok=True)
             if code == 0:
                 return 0

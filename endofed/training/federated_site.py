@@ -6,6 +6,11 @@ work dir under ``federation/<run key>/`` as safetensors, so it survives between 
 SuperNode restart (every message starts a fresh ClientApp process in deployment). Only the encoder
 weights named by the key policy (``endofed.federated.weights``) and scalar metrics go back to the server.
 
+The site protects itself (:mod:`endofed.training.site_state`): every received encoder is checked (keys,
+shapes, float32, finite, a norm bound against the last global it knows) before anything local is built or
+written, local training that ends non-finite is refused, and each round's state is committed atomically, one
+folder per round; a torn or unreadable round is passed over for the one before.
+
 The held-out test patients of the site (``training.cohort``) are never used for training, in either phase.
 Both phases train through :func:`endofed.training.engine.run_stage`, one call per round.
 """
@@ -15,7 +20,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,17 +43,16 @@ from endofed.federated.protocol import (
     TRAIN_SECONDS,
 )
 from endofed.federated.proximal import global_snapshot, proximal_term
-from endofed.federated.rounds import site_state_to_resume
 from endofed.federated.weights import ENCODER_PREFIX, encoder_state, load_shared, shared_keys
 from endofed.finetune.metrics import binary_metrics
-from endofed.io.checkpoint import load_checkpoint, move_checkpoint, read_metadata, save_checkpoint
 from endofed.io.jsonl import append_jsonl
 from endofed.io.optim import optimizer_tensors
-from endofed.models import Classifier3D, build_classifier, build_mae
+from endofed.models import Classifier3D, build_classifier, build_encoder, build_mae
 from endofed.seeds import derive_seed
 from endofed.training.cohort import load_cohort
 from endofed.training.device import resolve_device
 from endofed.training.engine import Stage, StageResult, new_classifier, new_mae, predict_cases, run_stage
+from endofed.training.site_state import RoundStore, check_received, max_change_ratio, require_finite, rounds_apart
 
 LOGGER = logging.getLogger(__name__)
 LOCAL, OPTIM = "local.", "optim."  # key prefixes in the site-local state file: own weights, optimiser state
@@ -57,15 +60,14 @@ LOCAL, OPTIM = "local.", "optim."  # key prefixes in the site-local state file: 
 # MAE: ~0.8 GB for ViT-B, rewritten every round) goes without one (endofed.io.checkpoint: it never leaves the
 # site); the classifier's keeps it while :meth:`FederatedSite.test_predictions` reads it with the verifying loader.
 HASHED_STATE = (CLASSIFIER_STATE,)
-# The state saved by the round before the latest is kept too (``<name>.previous.safetensors``): when the coordinator
-# crashes after a site finished round k but before it received the reply, the resumed run repeats round k, and the
-# site redoes it from its round k-1 state, exactly as the first time (see endofed.federated.rounds).
-PREVIOUS = ".previous"
+# The state a round continued from is kept next to it (``<name>/round-NNNN/``, endofed.training.site_state): when
+# the coordinator crashes after a site finished round k but before it received the reply, the resumed run repeats
+# round k, and the site redoes it from its round k-1 state, exactly as the first time (endofed.federated.rounds).
 
 
 @dataclass(frozen=True)
 class LocalState:
-    """What a site saved after its last round of a phase (``federation/<run key>/<name>.safetensors``).
+    """What a site saved after a round of a phase (``federation/<run key>/<name>/round-NNNN/state.safetensors``).
 
     Attributes:
         weights: the model's entries that are not shared (decoder or head; keys without prefix).
@@ -161,29 +163,44 @@ class FederatedSite:
         self.cohort = load_cohort(site, cfg, allow_failures)
         self.device = resolve_device(site.device, site.cpu_threads)
         self.state_dir = site.work_dir / SITE_STATE_DIR / run_key
+        self.stores = {name: RoundStore(self.state_dir / name, name in HASHED_STATE)
+                       for name in (MAE_STATE, CLASSIFIER_STATE)}  # fmt: skip
+        self.restored: dict[str, int | None] = {}  # per state: the round the last call continued from (logs, tests)
+        with torch.device("meta"):  # shapes only: no storage, no random init
+            encoder = build_encoder(cfg.model, cfg.data.roi_size)
+        live = encoder.state_dict()
+        self.expected = {k: tuple(live[k].shape) for k in shared_keys(encoder)}  # what a received encoder must be
 
     # ------------------------------------------------------------------ local state on disk
-    def _local_path(self, name: str) -> Path:
-        return self.state_dir / f"{name}.safetensors"
+    def check_received(self, shared: Mapping[str, Any], phase: str, server_round: int | None) -> float | None:
+        """Refuse a received encoder before it touches anything (:func:`endofed.training.site_state.check_received`).
 
-    def _saved_round(self, path: Path) -> int | None:
-        """The round that saved a site-local state file (``None`` if there is none)."""
-        meta = read_metadata(path, verify_hash=False)
-        return None if meta is None else int(meta["round"])
+        The norm bound is against the newest global this site saved with a round (fine-tuning first, then
+        pre-training), scaled by the rounds between them; round 1 (nothing saved yet) gets every other check.
+        ``server_round`` is ``None`` for an evaluation. Returns the change ratio (``None`` without a reference).
 
-    def _restore(self, name: str, server_round: int) -> LocalState | None:
+        Raises:
+            GlobalRefused: the encoder is refused; the site's local state is unchanged.
+        """
+        for name in (CLASSIFIER_STATE, MAE_STATE):
+            known = self.stores[name].last_global()
+            if known is not None:
+                apart = rounds_apart((known.phase, known.server_round, known.total_rounds), phase, server_round)
+                return check_received(shared, self.expected, known.arrays, max_change_ratio(apart))
+        return check_received(shared, self.expected)
+
+    def _restore(self, name: str, server_round: int | None) -> LocalState | None:
         """The site-local weights and optimiser state that round ``server_round`` continues from, if any.
 
         That is the state saved by the newest earlier round (:func:`endofed.federated.rounds.site_state_to_resume`),
-        so a repeated round (coordinator resumed after a crash) or a rejoining site continues correctly.
+        so a repeated round (coordinator resumed after a crash) or a rejoining site continues correctly; an
+        unreadable round is passed over for the one before (:meth:`RoundStore.load`). ``None``: the newest round.
         """
-        latest, previous = self._local_path(name), self._local_path(name + PREVIOUS)
-        which = site_state_to_resume(server_round, self._saved_round(latest), self._saved_round(previous))
-        if which is None:
-            return None
-        path = latest if which == "latest" else previous
-        tensors, meta = load_checkpoint(path, verify_hash=False)  # the site's own file, written atomically by it
-        return local_state(tensors, meta)
+        found = self.stores[name].load(server_round, local_state)
+        self.restored[name] = None if found is None else found[0]
+        if found is not None:
+            LOGGER.info("site %s: %s state continues from round %d", self.site.site_id, name, found[0])
+        return None if found is None else found[1]
 
     def _log_subjects(self, phase: str, plan: RoundPlan, cases: Sequence[CaseResult]) -> None:
         """Record which subjects trained this round (site-local ``subjects.jsonl``; never sent anywhere).
@@ -193,24 +210,34 @@ class FederatedSite:
         ids = sorted(r.case.subject_id for r in cases)
         append_jsonl(self.state_dir / SUBJECTS_FILE, {"phase": phase, "round": plan.server_round, "subjects": ids})
 
-    def _save(self, model: nn.Module, optimizer: torch.optim.Optimizer, name: str, plan: RoundPlan) -> None:
-        """Save the site-local weights and optimiser state after a round."""
+    def _save(self, model: nn.Module, optimizer: torch.optim.Optimizer, name: str, plan: RoundPlan,
+              received: Mapping[str, Any]) -> None:  # fmt: skip
+        """Save the site-local weights, the optimiser state and the received encoder after a round (atomically).
+
+        Raises:
+            StateNotFinite: local training ended with NaN or Inf anywhere (encoder included): the round is refused
+                and the state it continued from stays the newest.
+        """
+        state = model.state_dict()
         shared = {f"{ENCODER_PREFIX}{k}" for k in shared_keys(model)}
-        tensors = {f"{LOCAL}{k}": v for k, v in model.state_dict().items() if k not in shared}
+        require_finite({k: state[k] for k in shared}, "trained encoder")
+        tensors = {f"{LOCAL}{k}": v for k, v in state.items() if k not in shared}
         optim, meta = optimizer_tensors(optimizer)
         tensors.update({f"{OPTIM}{k}": v for k, v in optim.items()})
-        metadata = {"optimizer": meta, "round": plan.server_round}
-        latest = self._local_path(name)
-        saved = self._saved_round(latest)
-        if saved is not None and saved < plan.server_round:  # keep it: a repeat of this round starts from it
-            move_checkpoint(latest, self._local_path(name + PREVIOUS))
-        save_checkpoint(latest, tensors, metadata, content_hash=name in HASHED_STATE)
+        self.stores[name].save((plan.phase, plan.server_round, plan.total_rounds), tensors, {"optimizer": meta},
+                               received, base=self.restored.get(name))  # fmt: skip
 
     # ------------------------------------------------------------------ rounds
     def train(
         self, shared: Mapping[str, Any], plan: RoundPlan
     ) -> tuple[dict[str, torch.Tensor], dict[str, float | int]]:
-        """Run one round: load the global encoder, train locally, return the new encoder and metrics."""
+        """Run one round: check and load the global encoder, train locally, return the new encoder and metrics.
+
+        Raises:
+            GlobalRefused: the received encoder fails the site's checks (nothing local was touched).
+            StateNotFinite: local training ended non-finite (nothing of the round was saved).
+        """
+        self.check_received(shared, plan.phase, plan.server_round)
         if plan.phase == PRETRAIN:
             result, volumes = self._pretrain(shared, plan)
         else:
@@ -239,14 +266,14 @@ class FederatedSite:
         )  # fmt: skip
 
     def _round(self, model: nn.Module, name: str, phase: str, cases: list[CaseResult], plan: RoundPlan,
-               saved: LocalState | None) -> StageResult:  # fmt: skip
+               saved: LocalState | None, received: Mapping[str, Any]) -> StageResult:  # fmt: skip
         """Train one round through the engine, then save the site-local state and the subjects that trained."""
         result = run_stage(
             model, self._stage(phase, cases, plan), self.cfg, self.device,
             optimizer_state=None if saved is None else (saved.optimizer, saved.optimizer_meta),
             regulariser=self._regulariser(model.encoder, plan.proximal_mu),  # type: ignore[arg-type]
         )  # fmt: skip
-        self._save(model, result.optimizer, name, plan)
+        self._save(model, result.optimizer, name, plan, received)
         self._log_subjects(phase, plan, cases)
         return result
 
@@ -258,7 +285,7 @@ class FederatedSite:
             load_shared(model, shared)
         else:  # no random init at all: the encoder is the server's, the decoder the site's own
             model = build_mae(self.cfg.model, self.cfg.data.roi_size, state=full_state(shared, saved.weights))
-        return self._round(model, MAE_STATE, PRETRAIN, cases, plan, saved), len(cases)
+        return self._round(model, MAE_STATE, PRETRAIN, cases, plan, saved, shared), len(cases)
 
     def _finetune(self, shared: Mapping[str, Any], plan: RoundPlan) -> tuple[StageResult, int]:
         cases = self.cohort.dev_cases()
@@ -266,7 +293,7 @@ class FederatedSite:
             raise ValueError(f"site {self.site.site_id!r} has no labelled development case to fine-tune on")
         saved = self._restore(CLASSIFIER_STATE, plan.server_round)
         model = self._classifier(shared, None if saved is None else saved.weights)
-        return self._round(model, CLASSIFIER_STATE, FINETUNE, cases, plan, saved), len(cases)
+        return self._round(model, CLASSIFIER_STATE, FINETUNE, cases, plan, saved, shared), len(cases)
 
     def _classifier(self, shared: Mapping[str, Any], local: Mapping[str, torch.Tensor] | None = None) -> Classifier3D:
         """A classifier with the shared encoder and the site's saved head (``local``) or its fixed initial head."""
@@ -281,11 +308,12 @@ class FederatedSite:
 
         Without such a round (no fine-tuning state) the site's fixed initial head is used.
         """
-        path = self._local_path(CLASSIFIER_STATE)
-        if not path.exists():
-            return self._classifier(shared)
-        tensors, meta = load_checkpoint(path)
-        return self._classifier(shared, local_state(tensors, meta).weights)
+        saved = self.saved_state(CLASSIFIER_STATE)  # hash verified (HASHED_STATE)
+        return self._classifier(shared, None if saved is None else saved.weights)
+
+    def saved_state(self, name: str) -> LocalState | None:
+        """The newest readable local state ``name`` (``mae`` or ``classifier``) saved by any round (``None``: none)."""
+        return self._restore(name, None)
 
     def test_predictions(self, shared: Mapping[str, Any], local_epochs: int = 0) -> tuple[list[CaseResult], np.ndarray]:
         """The site's labelled held-out test patients and their probabilities under the global encoder + head.
@@ -293,7 +321,11 @@ class FederatedSite:
         With ``local_epochs > 0`` the head and encoder are first fine-tuned locally for that many epochs
         (federated pre-training followed by local fine-tuning); otherwise the head saved by the last
         federated fine-tuning round is used. Both stay at the site.
+
+        Raises:
+            GlobalRefused: the received encoder fails the site's checks (nothing local was touched).
         """
+        self.check_received(shared, FINETUNE, None)
         if local_epochs > 0:
             model = self._finetune(shared, RoundPlan(FINETUNE, 1, 1, local_epochs))[0].model
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from flwr.supercore.task_identity import TaskIdentity
 from client.app import app as client_app
 from endofed.cli.common import LOG_DIR_ENV
 from endofed.config import load_config, load_site_config
+from endofed.federated.audit import WithheldReply
+from endofed.federated.schema import EVALUATE_METRICS
 from endofed.federated.site_errors import ERROR_LOG, SITE_CONFIG, SITE_DATA, error_reason
 from endofed.federated.weights import encoder_state
 from endofed.models import build_mae
@@ -84,8 +87,11 @@ def test_finetune_and_evaluate_replies(sites):
     assert not reply.has_error(), reply.error
     evaluation = client_app(_message(MessageType.EVALUATE, sent, {"local-epochs": 0}), _context(sites, 1))
     assert not evaluation.has_error(), evaluation.error
-    metrics = evaluation.content["metrics"]
-    assert {"auc", "balanced_accuracy", "sensitivity", "specificity", "f1", "ece", "num-examples"} <= set(metrics)
+    metrics = dict(evaluation.content["metrics"])
+    assert all(math.isfinite(v) for v in metrics.values())  # finite numbers only leave the site
+    assert metrics["num-examples"] == 1 and {"specificity", "f1", "ece"} <= set(metrics) <= EVALUATE_METRICS
+    # one test patient (a negative): AUC, sensitivity and balanced accuracy are undefined, so they are left out
+    assert not {"auc", "sensitivity", "balanced_accuracy"} & set(metrics)
     assert not evaluation.content.array_records  # evaluation sends nothing but numbers back
 
 
@@ -212,15 +218,16 @@ def test_the_instrumented_app_is_a_separate_bundle(tmp_path):
     assert 'clientapp = "client.app:app"' in shipped and "instrumented" not in shipped and "echo" not in shipped
 
 
-def _leaking_app(extra: dict[str, np.ndarray]):
-    """A ClientApp with the real outgoing audit whose handler adds ``extra`` arrays to an honest reply."""
+def _leaking_app(extra: dict[str, np.ndarray], contained: bool = False):
+    """A ClientApp with the real outgoing audit (inside the real containment if ``contained``, as shipped) whose
+    handler adds ``extra`` arrays to an honest reply."""
     from flwr.app import Array, MetricRecord
     from flwr.clientapp import ClientApp
 
-    from client.app import outgoing_audit
+    from client.app import contained_errors, outgoing_audit
     from endofed.federated.bytes import link_modes, to_transport
 
-    leaky = ClientApp(mods=[outgoing_audit])
+    leaky = ClientApp(mods=[contained_errors, outgoing_audit] if contained else [outgoing_audit])
 
     @leaky.train()
     def train(msg: Message, context: Context) -> Message:
@@ -238,7 +245,9 @@ def _leaking_app(extra: dict[str, np.ndarray]):
     [
         ("delta_int8", {}, None),  # the encoder's int8 arrays and one scale each: allowed
         ("delta_int8", {"decoder_pred.weight": np.zeros((2, 2), np.int8)}, "beyond the shared encoder"),
-        ("delta_int8", {"norm.weight#scale": np.zeros(5, np.float32)}, "unexpected shapes"),
+        ("delta_int8", {"norm.weight#scale": np.zeros(5, np.float32)}, r"'norm.weight#scale' has shape \(5,\)"),
+        ("delta_int8", {"norm.weight#scale": np.zeros(1, np.float64)}, "has dtype float64, expected float32"),
+        ("delta_int8", {"norm.weight": np.zeros(48, np.uint8)}, "has dtype uint8, expected int8"),
         ("fp32", {"norm.weight#scale": np.zeros(1, np.float32)}, "beyond the shared encoder"),
     ],
 )
@@ -250,5 +259,27 @@ def test_outgoing_audit_allows_exactly_the_reply_codec_layout(sites, transport, 
         reply = leaky(_message(MessageType.TRAIN, sent, config), _context(sites, 1))
         assert not reply.has_error(), reply.error
     else:
-        with pytest.raises(ValueError, match=refused):
+        with pytest.raises(WithheldReply, match=refused):
             leaky(_message(MessageType.TRAIN, sent, config), _context(sites, 1))
+
+
+def test_the_raise_fault_leaves_the_site_as_a_fixed_sentence_and_its_text_stays_in_the_site_log(sites):
+    from endofed.federated.faults import LEAKED_PATH, LEAKED_SUBJECT
+    from tests.instrumented_client import app as instrumented
+
+    context = _context(sites, 0)
+    context.node_config["inject-fault"] = "raise@1"
+    config = {"phase": "pretrain", "server-round": 1, "total-rounds": 1, "local-epochs": 1}
+    reply = instrumented(_message(MessageType.TRAIN, _global_encoder(), config), context)
+    assert reply.has_error() and (reply.error.code, reply.error.reason) == (SITE_DATA, error_reason(SITE_DATA))
+    site_log = load_site_config(sites[0]).work_dir / "logs" / ERROR_LOG
+    assert LEAKED_SUBJECT in site_log.read_text() and LEAKED_PATH in site_log.read_text()
+
+
+def test_a_reply_the_audit_withholds_leaves_as_code_108_only(sites):
+    from endofed.federated.site_errors import SITE_WITHHELD
+
+    leaky = _leaking_app({"decoder_pred.weight": np.zeros((2, 2), np.int8)}, contained=True)
+    config = {"phase": "pretrain", "server-round": 1, "total-rounds": 1, "local-epochs": 1, "transport": "fp32"}
+    reply = leaky(_message(MessageType.TRAIN, _global_encoder(), config), _context(sites, 1))
+    assert reply.has_error() and (reply.error.code, reply.error.reason) == (SITE_WITHHELD, error_reason(SITE_WITHHELD))

@@ -13,7 +13,7 @@ from endofed.federated.bytes import (
     bf16_values,
     from_transport,
     link_modes,
-    payload_shapes,
+    payload_layout,
     state_nbytes,
     to_transport,
     zero_delta,
@@ -175,14 +175,17 @@ def test_link_modes_by_hand():
         link_modes("int8_delta")
 
 
-def test_payload_shapes_by_hand():
+def test_payload_layout_by_hand():
     shapes = {"w": (3, 4), "b": (4,)}
-    assert payload_shapes(shapes, "fp32") == shapes
-    assert payload_shapes(shapes, "bf16") == shapes
-    assert payload_shapes(shapes, "delta_int8") == {"w": (3, 4), "b": (4,), "w#scale": (1,), "b#scale": (1,)}
+    assert payload_layout(shapes, "fp32") == {"w": ("float32", (3, 4)), "b": ("float32", (4,))}
+    assert payload_layout(shapes, "bf16") == {"w": ("uint16", (3, 4)), "b": ("uint16", (4,))}
+    assert payload_layout(shapes, "delta_int8") == {
+        "w": ("int8", (3, 4)), "b": ("int8", (4,)), "w#scale": ("float32", (1,)), "b#scale": ("float32", (1,))
+    }  # fmt: skip
     reference = {"w": np.zeros((3, 4), dtype=np.float32), "b": np.zeros(4, dtype=np.float32)}
-    payload = to_transport({k: v + 1 for k, v in reference.items()}, "delta_int8", reference)
-    assert {k: v.shape for k, v in payload.items()} == payload_shapes(shapes, "delta_int8")  # the real layout
+    for mode in ("fp32", "bf16", "delta_int8"):  # the real payloads have exactly this layout
+        payload = to_transport({k: v + 1 for k, v in reference.items()}, mode, reference)
+        assert {k: (str(v.dtype), v.shape) for k, v in payload.items()} == payload_layout(shapes, mode)
 
 
 def test_zero_delta_decodes_to_the_reference_exactly():

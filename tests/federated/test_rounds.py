@@ -63,23 +63,23 @@ def test_sorting_by_digest_makes_a_float32_sum_independent_of_arrival_order():
 
 
 @pytest.mark.parametrize(
-    ("server_round", "latest", "previous", "expected"),
+    ("server_round", "saved", "expected"),
     [
-        (1, None, None, None),  # round 1: the site's fixed initial weights
-        (1, 1, None, None),  # a repeated round 1 too
-        (3, 2, 1, "latest"),  # normal: continue from the last round
-        (3, 3, 2, "previous"),  # round 3 repeated after a coordinator crash: redo it from round 2
-        (5, 2, 1, "latest"),  # the site missed rounds 3 and 4: continue from what it has
-        (4, None, None, None),  # a site joining late starts from its initial weights
+        (1, [], []),  # round 1: the site's fixed initial weights
+        (1, [1], []),  # a repeated round 1 too
+        (3, [1, 2], [2, 1]),  # normal: continue from the last round (the one before if it cannot be read)
+        (3, [2, 3], [2]),  # round 3 repeated after a coordinator crash: redo it from round 2
+        (5, [2, 1], [2, 1]),  # the site missed rounds 3 and 4: continue from what it has (any order on disk)
+        (4, [], []),  # a site joining late starts from its initial weights
     ],
 )
-def test_which_saved_state_a_round_continues_from(server_round, latest, previous, expected):
-    assert site_state_to_resume(server_round, latest, previous) == expected
+def test_which_saved_state_a_round_continues_from(server_round, saved, expected):
+    assert site_state_to_resume(server_round, saved) == expected
 
 
 def test_a_saved_state_from_the_future_is_refused():
-    with pytest.raises(ValueError, match="round 2 asked for, but this site's saved state is from rounds 4 and 3"):
-        site_state_to_resume(2, 4, 3)
+    with pytest.raises(ValueError, match=r"round 2 asked for, but this site's saved state is from rounds \[3, 4\]"):
+        site_state_to_resume(2, [4, 3])
 
 
 @pytest.mark.parametrize(

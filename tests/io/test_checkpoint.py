@@ -39,10 +39,17 @@ def sample_tensors() -> dict[str, torch.Tensor]:
     }
 
 
-def forge_metadata(path: Path) -> None:
-    """Write a well-formed metadata file whose SHA-256 matches whatever ``path`` holds now."""
-    record = {"format_version": ck.FORMAT_VERSION, "sha256": ck.file_sha256(path)}
+def forge_metadata(path: Path, **fields: object) -> None:
+    """Write a well-formed metadata file whose hashes match whatever ``path`` holds now (and its own content)."""
+    record = {"format_version": ck.FORMAT_VERSION, "sha256": ck.file_sha256(path), **fields}
+    record[ck.METADATA_HASH] = ck.metadata_sha256(record)
     ck.metadata_path(path).write_text(json.dumps(record), encoding="utf-8")
+
+
+def edit_metadata(path: Path, **changes: object) -> None:
+    """Change fields of ``path``'s metadata by hand, as an editor would (the hashes are left as they were)."""
+    record = json.loads(ck.metadata_path(path).read_text()) | changes
+    ck.metadata_path(path).write_text(json.dumps(record, indent=2), encoding="utf-8")
 
 
 def test_round_trip_tensors_and_metadata(tmp_path: Path) -> None:
@@ -61,6 +68,10 @@ def test_round_trip_tensors_and_metadata(tmp_path: Path) -> None:
     assert loaded_meta["format_version"] == ck.FORMAT_VERSION
     assert loaded_meta["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert loaded_meta["created_utc"].endswith("+00:00")
+    # One hash over both files: the metadata's canonical JSON (all keys but its own hash), which holds sha256.
+    body = {k: v for k, v in loaded_meta.items() if k != "metadata_sha256"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    assert loaded_meta["metadata_sha256"] == hashlib.sha256(canonical).hexdigest()
 
 
 def test_non_contiguous_shared_and_grad_tensors_are_saved(tmp_path: Path) -> None:
@@ -254,3 +265,93 @@ def test_a_failed_write_is_the_os_error_it_was(tmp_path):
     error = os_error_of(SafetensorError("Error while serializing: I/O error: No space left (os error 28)"), tmp_path)
     assert isinstance(error, OSError) and error.errno == errno.ENOSPC and error.filename == str(tmp_path)
     assert "cannot write checkpoint" in str(os_error_of(SafetensorError("something else"), tmp_path))
+
+
+# --------------------------------------------------------------------------------------------------
+# One hash over both files (format 2): edits, swaps and torn writes of either file are refused
+# --------------------------------------------------------------------------------------------------
+
+
+def test_an_edited_metadata_value_is_refused_naming_the_json(tmp_path: Path) -> None:
+    path = ck.save_checkpoint(tmp_path / "s.safetensors", {"w": torch.ones(4)}, {"round": 3, "claims": {"7": 12}})
+    edit_metadata(path)  # only reformatted (indent, key order): the canonical content is the same
+    assert ck.load_checkpoint(path)[1]["round"] == 3
+    for changes in ({"round": 40}, {"claims": {"7": 10**12}}, {"extra": 1}):
+        ck.save_checkpoint(path, {"w": torch.ones(4)}, {"round": 3, "claims": {"7": 12}})
+        edit_metadata(path, **changes)
+        expected = r"checkpoint metadata .*s\.json is corrupt or was modified \(metadata_sha256 differs"
+        with pytest.raises(ck.CheckpointError, match=expected):
+            ck.load_checkpoint(path)
+        with pytest.raises(ck.CheckpointError, match=expected):
+            ck.read_metadata(path)
+    record = json.loads(ck.metadata_path(path).read_text())
+    del record["metadata_sha256"]
+    ck.metadata_path(path).write_text(json.dumps(record))
+    with pytest.raises(ck.CheckpointError, match=r"s\.json has no metadata_sha256 entry"):
+        ck.load_checkpoint(path)
+    ck.save_checkpoint(path, {"w": torch.ones(4)}, {"round": 3})
+    ck.metadata_path(path).write_text(ck.metadata_path(path).read_text().replace('"round": 3', '"round": NaN'))
+    with pytest.raises(ck.CheckpointError, match=r"s\.json is corrupt or was modified"):  # NaN: refused, no crash
+        ck.load_checkpoint(path)
+
+
+def test_another_checkpoints_tensor_file_is_refused_naming_it(tmp_path: Path) -> None:
+    ours = ck.save_checkpoint(tmp_path / "ours.safetensors", {"w": torch.zeros(8)}, {"round": 1})
+    theirs = ck.save_checkpoint(tmp_path / "theirs.safetensors", {"w": torch.ones(8)}, {"round": 1})
+    ours.write_bytes(theirs.read_bytes())  # same size, same header: a valid safetensors file of another run
+    expected = r"ours\.safetensors is corrupt .*differs from its metadata ours\.json"
+    with pytest.raises(ck.CheckpointError, match=expected):
+        ck.load_checkpoint(ours)
+
+
+class _Killed(BaseException):
+    """Stands for the process dying at a write step (not an ``Exception``: nothing cleans up after it)."""
+
+
+def test_a_torn_write_is_refused_in_either_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = ck.save_checkpoint(tmp_path / "s.safetensors", {"w": torch.zeros(8)}, {"round": 1})
+    old_tensors, old_json = path.read_bytes(), ck.metadata_path(path).read_text()
+
+    def killed(record: object) -> str:
+        raise _Killed
+
+    with monkeypatch.context() as patch:  # dies after the tensor file was replaced, before the JSON was
+        patch.setattr(ck, "metadata_sha256", killed)
+        with pytest.raises(_Killed):
+            ck.save_checkpoint(path, {"w": torch.ones(8)}, {"round": 2})
+    assert ck.metadata_path(path).read_text() == old_json and path.read_bytes() != old_tensors
+    with pytest.raises(ck.CheckpointError, match=r"s\.safetensors is corrupt or was modified"):
+        ck.load_checkpoint(path)
+    ck.save_checkpoint(path, {"w": torch.ones(8)}, {"round": 2})
+    path.write_bytes(old_tensors)  # the reverse: new JSON, old tensors (e.g. a copy restored file by file)
+    with pytest.raises(ck.CheckpointError, match=r"s\.safetensors is corrupt or was modified"):
+        ck.load_checkpoint(path)
+
+
+def test_format_1_checkpoints_load_with_the_old_check(tmp_path: Path) -> None:
+    path = ck.save_checkpoint(tmp_path / "old.safetensors", {"w": torch.ones(4)}, {"round": 3})
+    record = json.loads(ck.metadata_path(path).read_text()) | {"format_version": 1}
+    del record["metadata_sha256"]  # as endofed wrote it before format 2
+    ck.metadata_path(path).write_text(json.dumps(record))
+    assert ck.load_checkpoint(path)[1]["round"] == 3
+    edit_metadata(path, round=40)
+    assert ck.load_checkpoint(path)[1]["round"] == 40  # format 1 never covered its metadata
+    edit_metadata(path, format_version=True)  # a bool is not the format 1
+    with pytest.raises(ck.CheckpointError, match="format_version True; this endofed reads 1 or 2"):
+        ck.load_checkpoint(path)
+
+
+def test_the_hashes_are_no_signature(tmp_path: Path) -> None:
+    # What format 2 does not claim: whoever can write the folder can edit a file and recompute both hashes.
+    path = ck.save_checkpoint(tmp_path / "f.safetensors", {"w": torch.ones(4)}, {"round": 3})
+    forge_metadata(path, round=40)
+    assert ck.load_checkpoint(path)[1]["round"] == 40
+
+
+def test_site_local_state_verify_hash_false_checks_neither_hash(tmp_path: Path) -> None:
+    path = ck.save_checkpoint(tmp_path / "mae.safetensors", {"w": torch.ones(4)}, {"round": 2}, content_hash=False)
+    meta = ck.read_metadata(path, verify_hash=False)
+    assert meta is not None and meta["sha256"] is None and meta["metadata_sha256"] == ck.metadata_sha256(meta)
+    edit_metadata(path, round=5)
+    assert ck.load_checkpoint(path, verify_hash=False)[1]["round"] == 5
+    assert ck.read_metadata(path, verify_hash=False)["round"] == 5  # type: ignore[index]

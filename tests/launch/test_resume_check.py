@@ -22,16 +22,26 @@ def experiment():
 
 
 def save_state(run_dir: Path, experiment, **meta) -> Path:
-    """A server state as the ServerApp writes it (global encoder + a strategy moment), metadata overridable."""
+    """A server state as the ServerApp writes it (global encoder + a strategy moment), metadata overridable.
+
+    A value ``None`` leaves its key out.
+    """
     metadata = {"kind": STATE_KIND, "phase": "pretrain", "round": 1, "config_hash": config_hash(to_dict(experiment)),
                 "strategy": {"claims": {}}} | meta  # fmt: skip
-    tensors = {"global.blocks.0.weight": torch.arange(64, dtype=torch.float32), "m.blocks.0.weight": torch.ones(64)}
-    return save_checkpoint(run_dir / STATE_FILE, tensors, metadata)
+    after = metadata["round"] if isinstance(metadata["round"], int) else 1  # each round has other weights
+    tensors = {"global.blocks.0.weight": torch.arange(64.0) * after, "m.blocks.0.weight": torch.ones(64)}
+    return save_checkpoint(run_dir / STATE_FILE, tensors, {k: v for k, v in metadata.items() if v is not None})
 
 
 def edit_metadata(path: Path, **changes) -> None:
+    """Change the state's JSON by hand (its hashes stay as they were); a change to ``None`` deletes the key."""
     record = json.loads(metadata_path(path).read_text()) | changes
     metadata_path(path).write_text(json.dumps({k: v for k, v in record.items() if v is not None}))
+
+
+def resave(**meta):  # type: ignore[no-untyped-def]
+    """A break: the state saved again, hashes and all, with these metadata values (``None`` leaves the key out)."""
+    return lambda path: save_state(path.parent, load_config(TINY), **meta)
 
 
 def test_shortfall_of_a_hand_made_safetensors_file(tmp_path):
@@ -78,6 +88,19 @@ def edited(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def another_runs_tensors(path: Path) -> None:
+    other = save_state(path.parent / "other-run", load_config(TINY))
+    data = bytearray(other.read_bytes())
+    data[-4:] = b"\x00\x00\x00\x40"  # another run's state: same names and shapes, other weights
+    path.write_bytes(bytes(data))
+
+
+def torn_write(path: Path) -> None:
+    old_json = metadata_path(path).read_text()
+    save_state(path.parent, load_config(TINY), round=2)  # round 2's tensors and JSON ...
+    metadata_path(path).write_text(old_json)  # ... but the crash came before its JSON replaced round 1's
+
+
 BROKEN = {
     "missing": (
         lambda p: (p.unlink(), metadata_path(p).unlink()),
@@ -89,12 +112,26 @@ BROKEN = {
     "truncated": (truncated, r"server_state\.safetensors is truncated \(\d+ of \d+ bytes\)"),
     "edited": (edited, r"server_state\.safetensors is corrupt or was modified \(SHA-256"),
     "not safetensors": (lambda p: p.write_bytes(b"PK\x03\x04 a zip file"), r"is not a safetensors file"),
-    "another kind": (lambda p: edit_metadata(p, kind="global_encoder"), r"is not a server state .*'global_encoder'"),
-    "another config": (lambda p: edit_metadata(p, config_hash="0" * 64), r"saved with another experiment config"),
-    "bad phase": (lambda p: edit_metadata(p, phase="warmup"), r"invalid phase/round .*'warmup' is not one of"),
-    "bad round": (lambda p: edit_metadata(p, round=7), r"invalid phase/round .*round 7 is outside 1\.\.2"),
-    "round missing": (lambda p: edit_metadata(p, round=None), r"invalid phase/round .*round None"),
-    "strategy missing": (lambda p: edit_metadata(p, strategy=None), r"no strategy state in its metadata"),
+    "another kind": (resave(kind="global_encoder"), r"is not a server state .*'global_encoder'"),
+    "another config": (resave(config_hash="0" * 64), r"saved with another experiment config"),
+    "bad phase": (resave(phase="warmup"), r"invalid phase/round .*'warmup' is not one of"),
+    "bad round": (resave(round=7), r"invalid phase/round .*round 7 is outside 1\.\.2"),
+    "round missing": (resave(round=None), r"invalid phase/round .*round None"),
+    "strategy missing": (resave(strategy=None), r"no strategy state in its metadata"),
+    # Hand edits of either file, swaps and torn writes: one hash covers both (checkpoint format 2).
+    "round edited": (lambda p: edit_metadata(p, round=2), r"server_state\.json is corrupt or was modified"),
+    "claim edited": (
+        lambda p: edit_metadata(p, strategy={"claims": {"7": 10**12}}),
+        r"server_state\.json is corrupt or was modified \(metadata_sha256",
+    ),  # fmt: skip
+    "config hash edited": (lambda p: edit_metadata(p, config_hash="0" * 64), r"server_state\.json is corrupt"),
+    "metadata hash removed": (lambda p: edit_metadata(p, metadata_sha256=None), r"json has no metadata_sha256 entry"),
+    "format 1": (
+        lambda p: edit_metadata(p, format_version=1, metadata_sha256=None),
+        r"server_state\.safetensors was written by an older endofed \(checkpoint format 1",
+    ),  # fmt: skip
+    "another run's tensors": (another_runs_tensors, r"server_state\.safetensors is corrupt or was modified"),
+    "torn write": (torn_write, r"server_state\.safetensors is corrupt or was modified \(SHA-256 differs"),
 }
 
 

@@ -14,7 +14,12 @@ from endofed.io.jsonl import JsonlWriter
 from server.privacy import PRIVACY_STATE, PrivateRounds, make_private
 from server.strategies import make_strategy
 
-DP = {"dp_noise_multiplier": 1.0, "dp_clipping_norm": 1.0, "min_sites": 2}
+DP = {
+    "dp_noise_multiplier": 1.0,
+    "dp_clipping_norm": 1.0,
+    "min_sites": 2,
+    "max_update_norm_ratio": 0.0,
+}  # hand-made updates far beyond any honest one: the norm bound is off
 
 
 class FakeGrid:
@@ -94,15 +99,16 @@ def test_rejected_and_missing_updates_count_as_zero_over_the_sites_asked(writer)
     replies = [
         (5, [7.0, 4.0], 10),  # clipped to (1, 0)
         (6, [3.0, 4.5], 30),
-        (7, [3.0, 4.1], 10**6),  # clipped, then dropped by the round log: claims more volumes than the cap
-        (8, _record(w=[3.0, 4.0], v=[1.0]), 10),  # malformed: not clipped, dropped by the round log
+        (7, [3.0, 4.1], 10**6),  # dropped by the screen before clipping: claims more volumes than the cap
+        (8, _record(w=[3.0, 4.0], v=[1.0]), 10),  # malformed: dropped by the screen, not clipped
     ]
     arrays, _ = _round(private, 1, base, replies)
     np.testing.assert_allclose(arrays["w"].numpy(), [3.0 + 1 / 4, 4.0 + 0.5 / 4])  # 4 sites were asked
     (record,) = _records(writer, "privacy")
-    assert (record["sites_asked"], record["sites_averaged"], record["nodes"]) == (4, 2, [5, 6, 7])
+    assert (record["sites_asked"], record["sites_averaged"], record["nodes"]) == (4, 2, [5, 6])
     (train,) = _records(writer, "train")
     assert sorted(site["node"] for site in train["sites"]) == [5, 6]
+    assert [r["node"] for r in train["rejected"]] == [7, 8]
 
 
 def test_noise_std_is_z_c_over_the_sites_asked(writer):
@@ -155,7 +161,9 @@ def test_a_round_without_valid_updates_releases_nothing_and_spends_nothing(write
     arrays, _ = _round(private, 1, _record(w=[0.0]), [(5, [0.1], 10**6), (6, [0.2], 10**6)])
     assert arrays is None and private.ledger.releases == 0 and private.aggregated_rounds == 0
     (record,) = _records(writer, "privacy")
-    assert (record["released"], record["epsilon"], record["update_norms"]) == (False, 0.0, pytest.approx([0.1, 0.2]))
+    assert (record["released"], record["epsilon"], record["update_norms"]) == (False, 0.0, [])  # none clipped
+    (train,) = _records(writer, "train")
+    assert [r["node"] for r in train["rejected"]] == [5, 6] and not train["aggregated"]
 
 
 def test_the_ledger_travels_with_the_server_state(writer):

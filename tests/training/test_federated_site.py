@@ -62,15 +62,19 @@ def test_two_site_federation_pretrain_then_finetune(two_sites, tmp_path):
                 [m[NUM_EXAMPLES] for _, m in replies],
             )
     # The decoder and head stayed at the sites, on disk.
-    tensors, meta = load_checkpoint(sites[0].state_dir / "mae.safetensors", verify_hash=False)  # site-local: no hash
+    mae = sites[0].stores["mae"]
+    assert mae.rounds() == [1, 2]  # the last round and the one it continued from
+    tensors, meta = load_checkpoint(mae.round_path(2), verify_hash=False)  # site-local: no hash
     assert any(k.startswith("local.decoder") for k in tensors) and not any(
         k.startswith("local.encoder") for k in tensors
     )
     assert meta["round"] == 2 and any(k.startswith("optim.") for k in tensors)
-    head, _ = load_checkpoint(sites[0].state_dir / "classifier.safetensors")
+    head, _ = load_checkpoint(sites[0].stores["classifier"].round_path(1))  # hashed: the verifying loader
     assert any(k.startswith("local.head") for k in head)
     # A restarted site (new process) finds its local state again and evaluates on its test patients.
     restarted = FederatedSite(load_site_config(two_sites[0]), cfg, "run1")
+    saved = restarted.saved_state("mae")
+    assert saved is not None and set(saved.weights) == {k.removeprefix("local.") for k in tensors if "local." in k}
     metrics = restarted.evaluate(global_state)
     assert metrics[NUM_EXAMPLES] == len(restarted.cohort.select(("test",), labelled_only=True))
     assert 0.0 <= metrics["auc"] <= 1.0 or np.isnan(metrics["auc"])

@@ -72,10 +72,11 @@ def test_a_repeated_round_redoes_exactly_the_same_work_and_a_late_round_continue
     once, _ = site.train(received, RoundPlan(PRETRAIN, 2, 4, 1))
     again, _ = site.train(received, RoundPlan(PRETRAIN, 2, 4, 1))  # the repeat: same inputs, same state -> same
     assert all(torch.equal(once[k], again[k]) for k in once)
-    latest, previous = site._local_path("mae"), site._local_path("mae.previous")
-    assert (site._saved_round(latest), site._saved_round(previous)) == (2, 1)
-    # The site missed round 3 (it was down): round 4 continues from its round 2 state, which then becomes previous.
+    store = site.stores["mae"]
+    assert store.rounds() == [1, 2] and site.restored["mae"] == 1  # the repeat continued from round 1 again
+    # The site missed round 3 (it was down): round 4 continues from its round 2 state, which is kept next to it.
     site.train(received, RoundPlan(PRETRAIN, 4, 4, 1))
-    assert (site._saved_round(latest), site._saved_round(previous)) == (4, 2)
+    assert store.rounds() == [2, 4] and site.restored["mae"] == 2
+    assert not [p.name for p in store.folder.iterdir() if p.name.startswith(".")]  # no temporary folder left
     with pytest.raises(ValueError, match="belongs to another run"):
         site.train(received, RoundPlan(PRETRAIN, 2, 4, 1))

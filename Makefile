@@ -22,7 +22,7 @@ STAMP := $(VENV)/.endofed-installed
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: demo evidence test test-fast test-integration lint bench clean
+.PHONY: demo evidence test test-fast test-integration lint browser bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,7 +59,23 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# The dashboard's browser test (tests/dashboard) needs headless Chromium: found on PATH (or $$CHROMIUM), else
+# installed with apt-get (Debian package chromium) when apt-get is usable (root, or sudo without a password);
+# otherwise this says why and the test is skipped with that reason in pytest's summary.
+browser:
+	@if [ -n "$$CHROMIUM" ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+		|| command -v google-chrome >/dev/null 2>&1; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+		echo "browser: no Chromium and no apt-get: the dashboard's browser test will be skipped"; \
+	else \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+		echo "browser: installing Chromium (apt-get install chromium) for the dashboard's browser test"; \
+		{ $$SUDO apt-get install -y -qq chromium >/dev/null 2>&1 \
+			|| { $$SUDO apt-get update -qq >/dev/null 2>&1 && $$SUDO apt-get install -y -qq chromium >/dev/null 2>&1; }; } \
+		|| echo "browser: apt-get could not install chromium: the dashboard's browser test will be skipped"; \
+	fi
+
+test: lint browser
 	$(BIN)/python -m pytest -q
 
 FAST_TIER := not integration and not slow
@@ -67,7 +83,7 @@ FAST_TIER := not integration and not slow
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "$(FAST_TIER)"
 
-test-integration: $(STAMP)
+test-integration: $(STAMP) browser
 	$(BIN)/python -m pytest -q -m "not ($(FAST_TIER))"
 
 bench: $(STAMP)

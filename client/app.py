@@ -44,6 +44,7 @@ from endofed.federated.runconfig import RUN_KEY, experiment_config, site_config_
 from endofed.federated.schema import describe, finite_metrics
 from endofed.federated.site_errors import ERROR_LOG, SITE_INTERNAL, category, error_reason, write_error_log
 from endofed.io.crashlog import crash_log_dir
+from endofed.lineage.passport import passport_metrics
 from endofed.training.federated_site import FederatedSite, RoundPlan
 
 APP_DIR = Path(__file__).resolve().parents[1]
@@ -170,6 +171,7 @@ def train(msg: Message, context: Context) -> Message:
     trained = time.perf_counter()
     wire = _reply_arrays(state, mode, shared)
     metrics |= _partition_metric(context)
+    metrics |= passport_metrics(site.cohort.passport)  # the SHA-256 of the site's data passport, for the model card
     metrics |= {
         T_STARTUP: startup,  # process start -> handler (imports, Flower's ClientApp set-up)
         T_SITE: loaded - started,  # site config, data check against the cache, splits

@@ -38,6 +38,7 @@ __all__ = [
     "ExperimentConfig",
     "FederationConfig",
     "FinetuneConfig",
+    "LoggingConfig",
     "ModelConfig",
     "PretrainConfig",
     "ServerConfig",
@@ -333,6 +334,15 @@ class FederationConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    """What a run writes for people to watch, besides its results (endofed.io.tensorboard)."""
+
+    # Scalars as TensorBoard event files: the server's per round in <run>/tensorboard/, each site's per local epoch
+    # in <work_dir>/federation/<run key>/tensorboard/ (and endofed pretrain/finetune: <out>/tensorboard/).
+    tensorboard: bool = True
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """Everything that must be the same at every site of one run."""
 
@@ -342,6 +352,7 @@ class ExperimentConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)  # MIM pre-training
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # supervised fine-tuning
     federation: FederationConfig = field(default_factory=FederationConfig)  # federated schedule
+    logging: LoggingConfig = field(default_factory=LoggingConfig)  # TensorBoard event files (outputs only)
 
     def __post_init__(self) -> None:
         for axis, (roi, patch) in enumerate(zip(self.data.roi_size, self.model.patch_size, strict=True)):

@@ -3,9 +3,10 @@
 Phase 1, federated MIM pre-training: ``federation.pretrain_rounds`` rounds of local MIM epochs at every site.
 Phase 2, fine-tuning: ``federation.finetune_rounds`` federated rounds (with per-round test metrics of every
 site), or, when that is 0, one evaluation round in which every site fine-tunes locally first.
-The global encoder is checkpointed after every round (safetensors, the latest one per phase), each round is
-logged to ``rounds.jsonl``, and ``summary.json`` holds every site's final test metrics. A phase in which no
-site update arrived raises, so the run ends ``failed`` instead of silently keeping the initial weights.
+The global encoder is checkpointed after every round (safetensors, the latest one per phase, with its model card:
+``server/lineage.py``), each round is logged to ``rounds.jsonl``, and ``summary.json`` holds every site's final
+test metrics. A phase in which no site update arrived raises, so the run ends ``failed`` instead of silently
+keeping the initial weights.
 
 After every round the server state is saved too (``server_state.safetensors``: phase, round, the float32 global
 encoder, FedAdam's moments, the sites' num-examples claims). A run started with the run-config key ``resume``
@@ -45,10 +46,12 @@ from endofed.federated.rounds import completed_rounds
 from endofed.federated.runconfig import OUTPUT_DIR, RESUME, experiment_config
 from endofed.federated.weights import encoder_state
 from endofed.io.checkpoint import config_hash, save_checkpoint
-from endofed.io.jsonl import JsonlWriter, write_json
+from endofed.io.jsonl import write_json
 from endofed.io.server_state import ServerStateError, read_server_state, save_server_state_file
+from endofed.io.tensorboard import TENSORBOARD_DIR, round_writer
 from endofed.models import build_mae
 from endofed.seeds import derive_seed
+from server.lineage import CardWriter
 from server.privacy import PrivateRounds, make_private
 from server.strategies import RoundLogMixin, make_strategy
 
@@ -111,8 +114,9 @@ def load_server_state(out: Path, cfg_dict: dict[str, Any]) -> ServerState:
     return ServerState(str(meta["phase"]), int(meta["round"]), arrays, others, dict(meta["strategy"]))
 
 
-def _checkpointer(out: Path, phase: str, cfg: ExperimentConfig, strategy: Strategy):  # type: ignore[no-untyped-def]
-    """``evaluate_fn`` hook: after every round, save the global encoder, then the server state.
+def _checkpointer(out: Path, phase: str, cfg: ExperimentConfig, strategy: Strategy,  # type: ignore[no-untyped-def]
+                  cards: CardWriter | None = None):  # fmt: skip
+    """``evaluate_fn`` hook: after every round, save the global encoder and its model card, then the server state.
 
     The encoder checkpoint overwrites the phase's previous one; the server state is the commit point of a round
     for ``--resume``.
@@ -124,7 +128,9 @@ def _checkpointer(out: Path, phase: str, cfg: ExperimentConfig, strategy: Strate
             server_round = loop_round + strategy.round_offset
             metadata = {"kind": ENCODER_KIND, "phase": phase, "round": server_round, "config": cfg_dict,
                         "config_hash": config_hash(cfg_dict)}  # fmt: skip
-            save_checkpoint(out / global_encoder_file(phase), arrays.to_torch_state_dict(), metadata)
+            path = save_checkpoint(out / global_encoder_file(phase), arrays.to_torch_state_dict(), metadata)
+            if cards is not None:
+                cards.checkpointed(path, phase, server_round, arrays, strategy)
             save_server_state(out, phase, server_round, arrays, strategy, cfg_dict)
         return None
 
@@ -132,7 +138,7 @@ def _checkpointer(out: Path, phase: str, cfg: ExperimentConfig, strategy: Strate
 
 
 def _phase(grid: Grid, strategy: Strategy, arrays: ArrayRecord, rounds: int, phase: str, cfg: ExperimentConfig,
-           out: Path) -> ArrayRecord:  # fmt: skip
+           out: Path, cards: CardWriter | None = None) -> ArrayRecord:  # fmt: skip
     """Run the remaining rounds of one phase (after ``strategy.round_offset`` done); returns the global encoder."""
     fed = cfg.federation
     train_config = ConfigRecord({PHASE: phase, TOTAL_ROUNDS: rounds, LOCAL_EPOCHS: fed.local_epochs})
@@ -140,7 +146,7 @@ def _phase(grid: Grid, strategy: Strategy, arrays: ArrayRecord, rounds: int, pha
     result = strategy.start(  # type: ignore[attr-defined]
         grid, arrays, num_rounds=rounds - strategy.round_offset, timeout=fed.round_timeout_s,
         train_config=train_config, evaluate_config=ConfigRecord({LOCAL_EPOCHS: 0}),
-        evaluate_fn=_checkpointer(out, phase, cfg, strategy),
+        evaluate_fn=_checkpointer(out, phase, cfg, strategy, cards),
     )  # fmt: skip
     # Counted by the strategy itself: Flower's Result.arrays is empty after total failure in 1.42 only.
     if strategy.aggregated_rounds == aggregated_before and rounds > strategy.round_offset:  # type: ignore[attr-defined]
@@ -164,10 +170,12 @@ def main(grid: Grid, context: Context) -> None:
     fed = cfg.federation
     out = _output_dir(context)
     resume = bool(context.run_config.get(RESUME, False))
-    writer = JsonlWriter(out / ROUNDS_FILE, append=resume)
+    tensorboard = out / TENSORBOARD_DIR if cfg.logging.tensorboard else None  # rounds as TensorBoard scalars too
+    writer = round_writer(out / ROUNDS_FILE, append=resume, tensorboard=tensorboard)
     check_privacy_plan(fed)  # a DP budget the planned rounds would exceed fails before any site is contacted
     ledger = PrivacyLedger.from_config(fed)  # one budget for both phases; None without DP
     saved = load_server_state(out, to_dict(cfg)) if resume else None
+    cards = CardWriter.start(out, grid, ledger, None if saved is None else saved.phase)  # every checkpoint's card
     if saved is None:
         model = build_mae(
             cfg.model, cfg.data.roi_size, generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "global"))
@@ -184,10 +192,11 @@ def main(grid: Grid, context: Context) -> None:
         if saved is not None and saved.phase == phase:
             strategy.restore_state(saved.strategy_arrays, saved.strategy_meta, done)
         if schedule[phase] > done:
-            arrays = _phase(grid, strategy, arrays, schedule[phase], phase, cfg, out)
+            arrays = _phase(grid, strategy, arrays, schedule[phase], phase, cfg, out, cards)
     final = strategy  # the fine-tuning phase's
     if not fed.finetune_rounds:
         _local_finetune_evaluation(grid, final, arrays, cfg)
+        cards.local_evaluation(out, arrays, final)  # the final encoder's card gets the sites' test metrics
     summary = {
         "finetune": "federated" if fed.finetune_rounds else "local",
         "strategy": fed.strategy,

@@ -20,15 +20,17 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from endofed.errors import shorten
 from endofed.federated.bytes import from_transport, to_transport
-from endofed.federated.protocol import METRICS, NUM_EXAMPLES, PARTITION_ID
+from endofed.federated.protocol import METRICS, NUM_EXAMPLES, PARTITION_ID, PASSPORT_SHA256_KEYS
 from endofed.federated.schema import ArraySpec, common_keys, describe, reply_problem
 from endofed.federated.validate import validate_num_examples
 
+NOT_AVERAGED = frozenset({PARTITION_ID, *PASSPORT_SHA256_KEYS})  # site tags: an average of ids or hashes means nothing
+
 
 def average_metrics(records: list[RecordDict], weighting_key: str) -> MetricRecord:
-    """Flower's weighted metric average, leaving out the site tag ``partition-id`` (an average of ids means nothing)."""
+    """Flower's weighted metric average, leaving out the site tags (``partition-id``, the passport hash words)."""
     stripped = [
-        RecordDict({name: MetricRecord({k: v for k, v in rec.items() if k != PARTITION_ID})
+        RecordDict({name: MetricRecord({k: v for k, v in rec.items() if k not in NOT_AVERAGED})
                     for name, rec in record.metric_records.items()})
         for record in records
     ]  # fmt: skip

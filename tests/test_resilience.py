@@ -122,6 +122,23 @@ def _run(fed: Federation, out_name: str, crash: bool) -> dict:
     return info
 
 
+def _committed_rounds(records: list[dict]) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """The train rounds of a round log that count, in order, and those a resume dropped.
+
+    A ``resume`` event names the last round whose state was saved; train records after it were aggregated but not
+    saved (the coordinator died first) and are redone by the resumed run.
+    """
+    kept: list[tuple[str, int]] = []
+    dropped: list[tuple[str, int]] = []
+    for record in records:
+        if record["event"] == "train":
+            kept.append((record["phase"], record["round"]))
+        elif record["event"] == "resume":
+            while kept and kept[-1] != (record["phase"], record["round"]):
+                dropped.append(kept.pop())
+    return kept, dropped
+
+
 def _run_waits_s(sites: int, crash: bool) -> float:
     """The longest that the waits of one :func:`_run` can take."""
     return (len(CRASHES) * CRASH_S if crash else 0) + RUN_S + stop_budget_s(sites)
@@ -145,10 +162,12 @@ def test_a_coordinator_killed_mid_round_resumes_to_the_same_encoder_bitwise(two_
         )
     assert [tuple(c["after"]) for c in resumed["crashes"]] == [("pretrain", 1), ("finetune", 1)]
     assert resumed["summary"]["resumed_after"] == {"phase": "finetune", "round": 1}
-    # The round log survives the crashes: every round once (the interrupted ones were never aggregated).
+    # The round log survives the crashes: every committed round once. A round the coordinator aggregated but was
+    # killed before saving (the other site finished just before the kill) is logged, then redone after the resume.
     trained = [("pretrain", 1), ("pretrain", 2), ("pretrain", 3), ("finetune", 1), ("finetune", 2)]
     assert [(r["phase"], r["round"]) for r in reference["rounds"] if r["event"] == "train"] == trained
-    assert [(r["phase"], r["round"]) for r in resumed["rounds"] if r["event"] == "train"] == trained
+    committed, uncommitted = _committed_rounds(resumed["rounds"])
+    assert committed == trained and len(uncommitted) <= len(CRASHES), uncommitted
     assert [(r["phase"], r["round"]) for r in resumed["rounds"] if r["event"] == "resume"] == [
         ("pretrain", 1), ("finetune", 1)]  # fmt: skip
     # FedAdam's moments, the round numbers and every site's decoder, head and optimiser state carried over:

@@ -25,6 +25,15 @@ sites:
 """
 
 
+def _scalars(folder: Path) -> dict[str, list[int]]:
+    """The scalar tags of a TensorBoard folder and each tag's steps, read by TensorBoard's own event reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(folder))
+    board.Reload()
+    return {tag: [event.step for event in board.Scalars(tag)] for tag in board.Tags()["scalars"]}
+
+
 @pytest.mark.slow
 def test_three_site_simulation_completes(tmp_path, capsys):
     (tmp_path / "profile.yaml").write_text(PROFILE)
@@ -65,6 +74,14 @@ def test_three_site_simulation_completes(tmp_path, capsys):
         sent = [json.loads(line) for line in log.read_text().splitlines()]
         assert [m["message"] for m in sent] == ["train", "train", "train", "evaluate"]
         assert [m["arrays"] for m in sent] == [encoder_keys] * 3 + [0]
+    # TensorBoard (on by default): the server's global and per-site scalars per round, each site's per epoch.
+    server_board = _scalars(tmp_path / "run" / "tensorboard" / "global")
+    assert {"pretrain/loss", "pretrain/bytes_up", "pretrain/round_seconds", "finetune-eval/ece"} <= set(server_board)
+    assert server_board["pretrain/loss"] == [1, 2]
+    assert {"pretrain/loss", "pretrain/update_norm_ratio"} <= set(_scalars(tmp_path / "run" / "tensorboard" / "site-0"))
+    for site in ("one", "two", "three"):
+        (board,) = (tmp_path / "data" / site / "work" / "federation").glob("run-*/tensorboard")
+        assert {"pretrain/loss", "pretrain/lr", "finetune/loss", "finetune/lr"} <= set(_scalars(board))
     # The private SuperLink was ended by PID: nothing listens any more on its database.
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "run" / "superlink.db")], capture_output=True)
     assert leftover.returncode == 1
@@ -90,6 +107,7 @@ def test_central_dp_reports_the_privacy_budget_every_round(tmp_path, capsys):
     assert [r["epsilon"] for r in privacy] == pytest.approx([epsilon_after(1.1, k, 1e-5) for k in (1, 2, 3)])
     assert all(r["released"] and len(r["update_norms"]) == 2 and r["clipping_norm"] == 0.5 for r in privacy)
     assert all(norm > 0 for r in privacy for norm in r["update_norms"])
+    assert _scalars(tmp_path / "run" / "tensorboard" / "global")["pretrain-privacy/epsilon"] == [1, 2]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert len(summary["sites"]) == 2
 

@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 
 import endofed
-from endofed.cli import app_cmd, certs_cmd, compare_cmd, config_cmd, data_cmd, synth_cmd, train_cmd
+from endofed.cli import (
+    app_cmd,
+    card_cmd,
+    certs_cmd,
+    compare_cmd,
+    config_cmd,
+    dashboard_cmd,
+    data_cmd,
+    synth_cmd,
+    train_cmd,
+)
 from endofed.cli.common import EXIT_USAGE, run_command
 
 
@@ -29,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     certs_cmd.register(commands)
     config_cmd.register(commands)
     app_cmd.register(commands)
+    card_cmd.register(commands)
+    dashboard_cmd.register(commands)
     return parser
 
 

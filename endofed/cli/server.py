@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from endofed.cli.common import EXIT_OK, console, round_overrides, run_command
@@ -41,7 +44,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="experiment config override, e.g. --set federation.strategy=fedprox",
     )
+    parser.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="also serve 'endofed dashboard' on the run folder, on 127.0.0.1 (stopped when the run ends)",
+    )
+    parser.add_argument("--dashboard-port", type=int, default=8050, metavar="PORT", help="its port (default 8050)")
     return parser
+
+
+@contextlib.contextmanager
+def dashboard_beside(run_dir: Path, port: int | None) -> Iterator[None]:
+    """Run ``endofed dashboard --run RUN_DIR`` on 127.0.0.1 while the block runs (``port=None``: not at all)."""
+    if port is None:
+        yield
+        return
+    from endofed.launch.processes import Child
+
+    command = [sys.executable, "-m", "endofed.cli.main", "dashboard", "--run", str(run_dir), "--port", str(port)]
+    dashboard = Child("dashboard", command, run_dir / "logs" / "dashboard.log", dict(os.environ))
+    console.print(f"dashboard: http://127.0.0.1:{port}/ (pid {dashboard.pid})", markup=False)
+    try:
+        yield
+    finally:
+        dashboard.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,13 +78,17 @@ def main(argv: list[str] | None = None) -> int:
         from endofed.launch.deployment import read_launch, run_server
 
         overrides = [*args.overrides, *round_overrides(args.rounds, args.finetune_rounds)]
+        port = args.dashboard_port if args.dashboard else None
         if args.resume is not None:
             if overrides or args.config:
                 raise ConfigError("--resume takes no other option: a resumed run keeps the settings it started with")
             launch = read_launch(args.resume)
-            summary = run_server(launch.server, launch.overrides, resume=launch)
+            with dashboard_beside(launch.server.output_dir, port):
+                summary = run_server(launch.server, launch.overrides, resume=launch)
         else:
-            summary = run_server(load_server_config(args.config), overrides)
+            server = load_server_config(args.config)
+            with dashboard_beside(server.output_dir, port):
+                summary = run_server(server, overrides)
         console.print(f"run completed; per-site results in {summary}", markup=False)
         print(Path(summary).read_text(encoding="utf-8"))
         return EXIT_OK

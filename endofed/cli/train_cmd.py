@@ -79,6 +79,8 @@ def _progress() -> Progress:
 def run_pretrain(args: argparse.Namespace) -> int:
     """``endofed pretrain``."""
     from endofed.data.check import refuse_writes_into_sites
+    from endofed.federated.protocol import PRETRAIN
+    from endofed.io.tensorboard import TENSORBOARD_DIR, epoch_logger
     from endofed.training.site_pretrain import pretrain_site
 
     site = load_site_config(args.site)
@@ -86,7 +88,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else site.work_dir / "pretrain"
     refuse_writes_into_sites([site], [("--out", out)])
     last: dict[str, float] = {}
-    with _progress() as progress:
+    board = out / TENSORBOARD_DIR if cfg.logging.tensorboard else None
+    with _progress() as progress, epoch_logger(board, PRETRAIN) as to_board:
         steps = progress.add_task("steps", total=None)
         epochs = progress.add_task("epochs", total=cfg.pretrain.epochs)
 
@@ -95,6 +98,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
         def on_epoch(metrics: dict[str, float]) -> None:
             last.update(metrics)
+            if to_board is not None:
+                to_board(metrics)
             epoch = int(metrics["epoch"]) + 1
             progress.update(epochs, advance=1, description=f"epoch {epoch} loss {metrics['loss']:.4f}")
 
@@ -122,6 +127,8 @@ def metrics_table(title: str, metrics: Mapping[str, Mapping[str, float | None]])
 def run_finetune(args: argparse.Namespace) -> int:
     """``endofed finetune``."""
     from endofed.data.check import refuse_writes_into_sites
+    from endofed.federated.protocol import FINETUNE
+    from endofed.io.tensorboard import TENSORBOARD_DIR, epoch_logger
     from endofed.training.site_finetune import SCRATCH, finetune_site
 
     site = load_site_config(args.site)
@@ -129,10 +136,13 @@ def run_finetune(args: argparse.Namespace) -> int:
     arm = "scratch" if args.init == SCRATCH else "pretrained"
     out = args.out if args.out is not None else site.work_dir / f"finetune-{arm}"
     refuse_writes_into_sites([site], [("--out", out)])
-    with _progress() as progress:
+    board = out / TENSORBOARD_DIR if cfg.logging.tensorboard else None
+    with _progress() as progress, epoch_logger(board, FINETUNE) as to_board:
         task = progress.add_task("fine-tuning", total=cfg.finetune.epochs)
 
         def on_epoch(metrics: dict[str, float]) -> None:
+            if to_board is not None:
+                to_board(metrics)
             epoch = int(metrics["epoch"]) + 1
             progress.update(task, advance=1, description=f"epoch {epoch} loss {metrics['loss']:.4f}")
 

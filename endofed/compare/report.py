@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from endofed.compare.arms import BASELINE, arm_names, selected
+from endofed.compare.arms import BASELINE, FED_SSL, FED_SSL_FEDPROX, LOSO, arm_names, selected
 from endofed.compare.plots import plot_auc, plot_label_efficiency, plot_learning_curves
 from endofed.compare.runner import Context
 from endofed.compare.shortcut import shortcut_lines, shortcut_rows, test_intensities
@@ -32,6 +32,8 @@ from endofed.compare.tables import (
     summarise,
 )
 from endofed.compare.units import UnitResult
+from endofed.federated.protocol import FINETUNE, PRETRAIN, global_encoder_file
+from endofed.lineage.summary import card_row, card_table
 
 REPORT, RESULTS, SUMMARY, SHORTCUT = "report.md", "results.csv", "summary.csv", "shortcut.csv"
 
@@ -200,6 +202,26 @@ def _check_lines(checks: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _card_lines(ctx: Context) -> list[str]:
+    """The model card of each federated arm's encoder (verified now), one row each; nothing without federated arms."""
+    units, rows = ctx.out / "units", []
+    for seed in ctx.spec.seeds:
+        federation = units / f"seed{seed}" / "federation"
+        for file, arm in ((global_encoder_file(PRETRAIN), FED_SSL), (global_encoder_file(FINETUNE), FED_SSL_FEDPROX)):
+            if arm in ctx.spec.arms and (federation / file).is_file():
+                rows.append(card_row(federation / file, f"`{arm}`, seed {seed}", ctx.out))
+        for checkpoint in sorted((units / f"seed{seed}" / LOSO).glob(f"*/{global_encoder_file(PRETRAIN)}")):
+            site = checkpoint.parent.name.rsplit("_without_", 1)[-1]
+            rows.append(card_row(checkpoint, f"`{LOSO}` at {site}, seed {seed}", ctx.out))
+    if not rows:
+        return []
+    intro = (
+        "Each federated encoder's model card (lineage: code, config, rounds, the sites' data passport hashes, "
+        "privacy, metrics), its checkpoint's SHA-256 recomputed for this report (`endofed card verify`)."
+    )
+    return ["## Model cards of the federated encoders", "", intro, "", *card_table(rows), ""]
+
+
 def render(
     ctx: Context,
     summary: Sequence[Mapping[str, Any]],
@@ -236,6 +258,7 @@ def render(
         *shortcut_lines(shortcut, spec.arms),
         *_budget_lines(ctx),
         *_check_lines(checks),
+        *_card_lines(ctx),
         "## Figures",
         "",
         *[f"### {title}\n\n![{title}]({path.relative_to(ctx.out)})\n" for title, path in figures.items()],

@@ -39,6 +39,9 @@ T_STARTUP, T_SITE, T_DECODE, T_LOCAL, T_ENCODE = "t-startup", "t-site", "t-decod
 TIMINGS = (T_STARTUP, T_SITE, T_DECODE, T_LOCAL, T_ENCODE)
 # evaluate replies: a site's test metrics (endofed.finetune.metrics.METRIC_LABELS, in its order) + num-examples
 EVALUATION_METRICS = ("auc", "balanced_accuracy", "sensitivity", "specificity", "f1", "ece")
+# train replies: the SHA-256 of the site's data passport (endofed.lineage.passport) as 8 ints of 32 bits each,
+# most significant first (exact as int64 and as float64); identifies a site's data in the model card, never averaged
+PASSPORT_SHA256_KEYS = tuple(f"passport-sha256-{i}" for i in range(8))
 
 # ---------------------------------------------------------------------------------------------------- server files
 # (in the run's output dir)
@@ -48,6 +51,7 @@ STATE_FILE = "server_state.safetensors"  # the last completed round's server sta
 STATE_GLOBAL_PREFIX = "global."  # key prefix of the float32 global encoder in the state file
 STATE_KIND, ENCODER_KIND = "server_state", "global_encoder"  # checkpoint metadata "kind"
 RUN_LOG = "flwr-run.log"  # what ``flwr run`` / the simulation printed
+CARD_MD_SUFFIX, CARD_JSON_SUFFIX = ".card.md", ".card.json"  # a global encoder's model card (endofed.lineage)
 
 
 def global_encoder_file(phase: str) -> str:

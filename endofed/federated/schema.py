@@ -29,13 +29,14 @@ from endofed.federated.protocol import (
     METRICS,
     NUM_EXAMPLES,
     PARTITION_ID,
+    PASSPORT_SHA256_KEYS,
     TIMINGS,
     TRAIN_LOSS,
     TRAIN_SECONDS,
 )
 
 TRAIN, EVALUATE = "train", "evaluate"  # message kinds (Flower's MessageType values)
-TRAIN_METRICS = frozenset({NUM_EXAMPLES, TRAIN_LOSS, TRAIN_SECONDS, PARTITION_ID, *TIMINGS})
+TRAIN_METRICS = frozenset({NUM_EXAMPLES, TRAIN_LOSS, TRAIN_SECONDS, PARTITION_ID, *TIMINGS, *PASSPORT_SHA256_KEYS})
 EVALUATE_METRICS = frozenset({NUM_EXAMPLES, PARTITION_ID, *EVALUATION_METRICS})
 REQUIRED_METRICS = frozenset({NUM_EXAMPLES})
 NUMPY_STYPE = "numpy.ndarray"  # Flower's serialisation type of a numpy array; any other is refused

@@ -47,25 +47,22 @@ class WithheldReply(EndofedError):
     """A reply held more than the protocol allows (:mod:`endofed.federated.audit`): the site does not send it."""
 
 
+# The first entry whose types ``exc`` is an instance of gives its code (the specific ones before their bases).
+CATEGORIES: tuple[tuple[tuple[type[BaseException], ...], int], ...] = (
+    ((GlobalRefused,), SITE_REFUSED_GLOBAL),
+    ((StateNotFinite,), SITE_DIVERGED),
+    ((WithheldReply,), SITE_WITHHELD),
+    ((DataError,), SITE_DATA),
+    ((ConfigError,), SITE_CONFIG),
+    ((OSError,), SITE_STORAGE),
+    ((MemoryError,), SITE_RESOURCES),
+    ((EndofedError, KeyError, TypeError), SITE_REFUSED),  # the message or its records were not what the protocol says
+)
+
+
 def category(exc: BaseException) -> int:
     """The category code of ``exc``, from its type only (its message may identify a patient)."""
-    if isinstance(exc, GlobalRefused):
-        return SITE_REFUSED_GLOBAL
-    if isinstance(exc, StateNotFinite):
-        return SITE_DIVERGED
-    if isinstance(exc, WithheldReply):
-        return SITE_WITHHELD
-    if isinstance(exc, DataError):
-        return SITE_DATA
-    if isinstance(exc, ConfigError):
-        return SITE_CONFIG
-    if isinstance(exc, OSError):
-        return SITE_STORAGE
-    if isinstance(exc, MemoryError):
-        return SITE_RESOURCES
-    if isinstance(exc, (EndofedError, KeyError, TypeError)):
-        return SITE_REFUSED  # the message or its records were not what the protocol says
-    return SITE_INTERNAL
+    return next((code for types, code in CATEGORIES if isinstance(exc, types)), SITE_INTERNAL)
 
 
 def error_reason(code: int) -> str:

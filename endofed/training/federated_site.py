@@ -18,6 +18,7 @@ Both phases train through :func:`endofed.training.engine.run_stage`, one call pe
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,12 +48,20 @@ from endofed.federated.weights import ENCODER_PREFIX, encoder_state, load_shared
 from endofed.finetune.metrics import binary_metrics
 from endofed.io.jsonl import append_jsonl
 from endofed.io.optim import optimizer_tensors
+from endofed.io.tensorboard import TENSORBOARD_DIR, write_epochs
 from endofed.models import Classifier3D, build_classifier, build_encoder, build_mae
 from endofed.seeds import derive_seed
 from endofed.training.cohort import load_cohort
 from endofed.training.device import resolve_device
 from endofed.training.engine import Stage, StageResult, new_classifier, new_mae, predict_cases, run_stage
-from endofed.training.site_state import RoundStore, check_received, max_change_ratio, require_finite, rounds_apart
+from endofed.training.site_state import (
+    RoundStore,
+    check_received,
+    dp_allowance,
+    max_change_ratio,
+    require_finite,
+    rounds_apart,
+)
 
 LOGGER = logging.getLogger(__name__)
 LOCAL, OPTIM = "local.", "optim."  # key prefixes in the site-local state file: own weights, optimiser state
@@ -172,6 +181,16 @@ class FederatedSite:
         self.expected = {k: tuple(live[k].shape) for k in shared_keys(encoder)}  # what a received encoder must be
 
     # ------------------------------------------------------------------ local state on disk
+    def _dp_ratio(self, known: Any) -> float:
+        """What central DP noise (if the federation uses it) may add to the change bound, relative to ``known``."""
+        fed = self.cfg.federation
+        values = sum(math.prod(shape) for shape in self.expected.values())
+        allowance = dp_allowance(fed.dp_noise_multiplier, fed.dp_clipping_norm, fed.round_quorum, values)
+        if allowance == 0:
+            return 0.0
+        norm = math.sqrt(sum(float(np.sum(np.asarray(v, dtype=np.float64) ** 2)) for v in known.arrays.values()))
+        return math.inf if norm == 0 else allowance / norm
+
     def check_received(self, shared: Mapping[str, Any], phase: str, server_round: int | None) -> float | None:
         """Refuse a received encoder before it touches anything (:func:`endofed.training.site_state.check_received`).
 
@@ -186,7 +205,9 @@ class FederatedSite:
             known = self.stores[name].last_global()
             if known is not None:
                 apart = rounds_apart((known.phase, known.server_round, known.total_rounds), phase, server_round)
-                return check_received(shared, self.expected, known.arrays, max_change_ratio(apart))
+                return check_received(
+                    shared, self.expected, known.arrays, max_change_ratio(apart, self._dp_ratio(known))
+                )
         return check_received(shared, self.expected)
 
     def _restore(self, name: str, server_round: int | None) -> LocalState | None:
@@ -267,7 +288,11 @@ class FederatedSite:
 
     def _round(self, model: nn.Module, name: str, phase: str, cases: list[CaseResult], plan: RoundPlan,
                saved: LocalState | None, received: Mapping[str, Any]) -> StageResult:  # fmt: skip
-        """Train one round through the engine, then save the site-local state and the subjects that trained."""
+        """Train one round through the engine, then save the site-local state and the subjects that trained.
+
+        Once the round is committed, its epochs' loss and lr go to the site's TensorBoard folder
+        (``logging.tensorboard``), at each epoch's index in the phase's schedule; a refused round leaves none.
+        """
         result = run_stage(
             model, self._stage(phase, cases, plan), self.cfg, self.device,
             optimizer_state=None if saved is None else (saved.optimizer, saved.optimizer_meta),
@@ -275,6 +300,8 @@ class FederatedSite:
         )  # fmt: skip
         self._save(model, result.optimizer, name, plan, received)
         self._log_subjects(phase, plan, cases)
+        if self.cfg.logging.tensorboard:
+            write_epochs(self.state_dir / TENSORBOARD_DIR, phase, result.history)
         return result
 
     def _pretrain(self, shared: Mapping[str, Any], plan: RoundPlan) -> tuple[StageResult, int]:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import shutil
 import signal
@@ -96,9 +97,32 @@ def rounds_apart(reference: tuple[str, int, int], phase: str, server_round: int 
     return max(1, server_round - ref_round)  # a repeated round: the same global again (0 apart)
 
 
-def max_change_ratio(apart: int) -> float:
-    """The largest accepted change of the global over ``apart`` rounds (:data:`MAX_CHANGE_PER_ROUND` each)."""
-    return MAX_CHANGE_PER_ROUND * max(1, apart)
+def max_change_ratio(apart: int, dp_allowance_ratio: float = 0.0) -> float:
+    """The largest accepted change of the global over ``apart`` rounds, relative to its norm.
+
+    :data:`MAX_CHANGE_PER_ROUND` each round, plus under central DP the most one private release can move it
+    (:func:`dp_allowance` over the global's norm).
+    """
+    return (MAX_CHANGE_PER_ROUND + dp_allowance_ratio) * max(1, apart)
+
+
+DP_NOISE_TAIL = 10.0  # P(||N(0, s^2 I_d)|| > s (sqrt(d) + t)) <= exp(-t^2 / 2): 2e-22 at t = 10
+
+
+def dp_allowance(noise_multiplier: float, clipping_norm: float, min_sites: int, values: int) -> float:
+    """The largest L2 change one central-DP release makes to the global, beyond chance (0 without DP).
+
+    The release is ``global + (sum of clipped updates + N(0, (z C)^2 I)) / n`` over ``n >= min_sites`` sites
+    (:func:`endofed.federated.privacy.private_average`): the mean of updates clipped to ``C`` moves it by at most
+    ``C``, the noise of std ``s = z C / n`` per value by at most ``s (sqrt(d) + t)`` over ``d`` values except
+    with probability ``exp(-t^2 / 2)`` (Gaussian norm concentration, ``t`` = :data:`DP_NOISE_TAIL`).
+
+    Example: z = 1, C = 0.5, 2 sites, 10 000 values: 0.5 + 0.25 * (100 + 10) = 28.0.
+    """
+    if not noise_multiplier > 0:
+        return 0.0
+    sigma = noise_multiplier * clipping_norm / max(1, min_sites)
+    return clipping_norm + sigma * (math.sqrt(values) + DP_NOISE_TAIL)
 
 
 def check_received(

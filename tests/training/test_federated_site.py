@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from endofed.config import load_config, load_site_config
 from endofed.federated.protocol import FINETUNE, NUM_EXAMPLES, PRETRAIN, SUBJECTS_FILE
 from endofed.federated.weights import encoder_state
 from endofed.io.checkpoint import load_checkpoint
+from endofed.io.tensorboard import TENSORBOARD_DIR
 from endofed.models import build_mae
 from endofed.synth.example import write_example_site
 from endofed.training.federated_site import FederatedSite, RoundPlan
@@ -87,10 +89,15 @@ def test_two_site_federation_pretrain_then_finetune(two_sites, tmp_path):
     test_ids = set(sites[0].cohort.test_ids)
     assert test_ids and all(r["subjects"] and not set(r["subjects"]) & test_ids for r in rounds)
     assert len(rounds[0]["subjects"]) > len(rounds[2]["subjects"])  # pre-training also uses unlabelled cases
+    # Each committed round's epochs are TensorBoard scalars in the site's own folder, at their index in the schedule.
+    board = EventAccumulator(str(sites[0].state_dir / TENSORBOARD_DIR))
+    board.Reload()
+    assert {"pretrain/loss", "pretrain/lr", "finetune/loss", "finetune/lr"} <= set(board.Tags()["scalars"])
+    assert [e.step for e in board.Scalars("pretrain/loss")] == [0, 1]
 
 
 def test_proximal_mu_pulls_towards_the_global_weights(two_sites):
-    cfg = _cfg()
+    cfg = load_config(TINY, [*OVERRIDES, "logging.tensorboard=false"])  # and no TensorBoard folder is written
     model = build_mae(cfg.model, cfg.data.roi_size, generator=torch.Generator().manual_seed(0))
     start = {k: v.numpy() for k, v in encoder_state(model).items()}
     distance = {}
@@ -98,6 +105,7 @@ def test_proximal_mu_pulls_towards_the_global_weights(two_sites):
         site = FederatedSite(load_site_config(two_sites[1]), cfg, f"prox{int(mu)}")
         state, _ = site.train(start, RoundPlan(PRETRAIN, 1, 1, local_epochs=2, proximal_mu=mu))
         distance[mu] = sum(float(((state[k].numpy() - start[k]) ** 2).sum()) for k in start)
+        assert not (site.state_dir / TENSORBOARD_DIR).exists()
     assert distance[100.0] < distance[0.0]
 
 

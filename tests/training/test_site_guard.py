@@ -116,3 +116,20 @@ def test_a_torn_newest_round_falls_back_to_the_one_before_with_one_log_line(site
     assert "round 2" in line.getMessage() and line.getMessage().endswith("continuing from round 1")
     assert site.restored["mae"] == 1 and site.stores["mae"].rounds() == [1, 3]
     assert all(bool(torch.isfinite(v).all()) for v in state.values())
+
+
+def test_under_central_dp_the_bound_admits_the_noise_of_a_release(training_site):
+    """A DP release moves the tiny global by ~2x its norm (the CPU DP test's setting): the site accepts it."""
+    from endofed.federated.privacy import noise_std, private_average
+
+    cfg = load_config(TINY, [*OVERRIDES, "federation.dp_noise_multiplier=1.1", "federation.dp_clipping_norm=0.5"])
+    site = FederatedSite(load_site_config(training_site), cfg, "guard-dp")
+    start = build_mae(cfg.model, cfg.data.roi_size, generator=torch.Generator().manual_seed(5))
+    first = {k: v.numpy() for k, v in encoder_state(start).items()}
+    trained, _ = site.train(first, RoundPlan(PRETRAIN, 1, ROUNDS, 1))
+    base = {k: v.numpy() for k, v in trained.items()}
+    sites = cfg.federation.round_quorum
+    noisy = private_average(base, [], sites, noise_std(1.1, 0.5, sites), np.random.default_rng(1))
+    assert site.check_received(noisy, PRETRAIN, 2) > max_change_ratio(1)  # beyond the bound without DP ...
+    with pytest.raises(GlobalRefused):  # ... and a NaN is still refused
+        site.check_received({k: v * np.float32(np.nan) for k, v in noisy.items()}, PRETRAIN, 2)

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from endofed.config import load_config, load_site_config, to_dict
 from endofed.data.splits import assign_splits
 from endofed.errors import DataError
 from endofed.io.checkpoint import CheckpointError, config_hash, load_checkpoint, save_checkpoint
+from endofed.io.tensorboard import TENSORBOARD_DIR
 from endofed.models.factory import build_encoder
 from endofed.training import engine
 from endofed.training.cohort import load_cohort
@@ -72,6 +74,9 @@ def test_pretrain_outputs(trained_site):
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [0, 1] and lines[-1]["loss"] == pytest.approx(meta["final_loss"])
     assert (out / "reconstruction.png").read_bytes()[:4] == b"\x89PNG"
+    board = EventAccumulator(str(out / TENSORBOARD_DIR))  # the CLI's TensorBoard scalars, one point per epoch
+    board.Reload()
+    assert [e.step for e in board.Scalars("pretrain/loss")] == [0, 1] and "pretrain/lr" in board.Tags()["scalars"]
 
 
 def read_predictions(run: Path) -> list[dict[str, str]]:

@@ -16,6 +16,7 @@ from endofed.training.site_state import (
     MAX_CHANGE_PER_ROUND,
     RoundStore,
     check_received,
+    dp_allowance,
     fault_point,
     max_change_ratio,
     parse_round_folder,
@@ -182,3 +183,20 @@ def test_a_torn_global_is_passed_over_for_an_older_one(tmp_path):
     store = _store(tmp_path)
     store.round_path(3, GLOBAL_FILE).write_bytes(b"")
     assert store.last_global().server_round == 2
+
+
+def test_dp_allowance_by_hand():
+    # z = 1, C = 0.5, 2 sites, 10 000 values: the clipped mean moves <= 0.5, the noise (std 0.25) <= 0.25 x 110
+    assert dp_allowance(1.0, 0.5, 2, 10_000) == pytest.approx(0.5 + 0.25 * (100 + 10))
+    assert dp_allowance(0.0, 0.5, 2, 10_000) == 0.0  # no DP: nothing added
+    assert max_change_ratio(3, dp_allowance_ratio=2.0) == pytest.approx((MAX_CHANGE_PER_ROUND + 2.0) * 3)
+
+
+def test_a_real_dp_release_stays_within_the_allowance():
+    from endofed.federated.privacy import noise_std, private_average
+
+    base = {"w": np.zeros(40_000, np.float32)}
+    updates = [{"w": np.full(40_000, 0.5 / 200, np.float32)} for _ in range(3)]  # each of norm 0.5 = C
+    released = private_average(base, updates, 3, noise_std(1.1, 0.5, 3), np.random.default_rng(0))
+    moved = float(np.linalg.norm(released["w"].astype(np.float64)))
+    assert 0.5 < moved <= dp_allowance(1.1, 0.5, 3, 40_000)  # beyond the clipped mean alone, within the bound

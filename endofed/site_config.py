@@ -73,6 +73,8 @@ class ServerConfig:
     overrides: tuple[str, ...] = ()  # section.key=value overrides of the experiment config
     output_dir: Path = Path("runs/server")  # checkpoints, rounds.jsonl, summary.json, logs, SuperLink database
     app_dir: Path | None = None  # the Flower app folder (default: found from the current folder)
+    dashboard_host: str = "127.0.0.1"  # where endofed-server --dashboard serves (beyond 127.0.0.1: needs a token)
+    dashboard_token_file: Path | None = None  # file holding that token (0600; the token never enters the run folder)
 
     def __post_init__(self) -> None:
         require(0 < self.port < 65536, f"server.port must be in 1..65535, got {self.port!r}")
@@ -97,6 +99,7 @@ _SERVER_PATH_FIELDS = (
     "experiment",
     "output_dir",
     "app_dir",
+    "dashboard_token_file",
 )
 
 

@@ -43,7 +43,7 @@ from endofed.federated.protocol import (
     global_encoder_file,
 )
 from endofed.federated.rounds import completed_rounds
-from endofed.federated.runconfig import OUTPUT_DIR, RESUME, experiment_config
+from endofed.federated.runconfig import OUTPUT_DIR, RESUME, SOURCE_DESCRIBE, experiment_config
 from endofed.federated.weights import encoder_state
 from endofed.io.checkpoint import config_hash, save_checkpoint
 from endofed.io.jsonl import write_json
@@ -175,7 +175,10 @@ def main(grid: Grid, context: Context) -> None:
     check_privacy_plan(fed)  # a DP budget the planned rounds would exceed fails before any site is contacted
     ledger = PrivacyLedger.from_config(fed)  # one budget for both phases; None without DP
     saved = load_server_state(out, to_dict(cfg)) if resume else None
-    cards = CardWriter.start(out, grid, ledger, None if saved is None else saved.phase)  # every checkpoint's card
+    source = str(context.run_config.get(SOURCE_DESCRIBE, "")) or None  # the launcher's git describe
+    cards = CardWriter.start(
+        out, grid, ledger, None if saved is None else saved.phase, source
+    )  # every checkpoint's card
     if saved is None:
         model = build_mae(
             cfg.model, cfg.data.roi_size, generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "global"))

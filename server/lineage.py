@@ -10,7 +10,6 @@ test metrics, and the privacy ledger. A card that cannot be built is logged, nev
 from __future__ import annotations
 
 import logging
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +23,10 @@ from endofed.federated.protocol import FINETUNE, PRETRAIN, global_encoder_file
 from endofed.io.checkpoint import read_metadata
 from endofed.lineage.card import CardFacts, build_card, lineage_of
 from endofed.lineage.record import RunLineage
+from endofed.lineage.source import git_describe
 from endofed.lineage.verify import CardError, read_card, write_card
 
 LOGGER = logging.getLogger(__name__)
-
-
-def git_describe(folder: Path) -> str | None:
-    """``git describe --always --dirty`` of the checkout holding ``folder``; ``None`` outside one."""
-    try:
-        result = subprocess.run(
-            ["git", "-C", str(folder), "describe", "--always", "--dirty=+dirty"],  # noqa: S607
-            capture_output=True, text=True, check=True, timeout=10,
-        )  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() or None
 
 
 def aggregated_sites(strategy: Any) -> dict[int, dict[str, float]]:
@@ -61,13 +49,16 @@ def _state_size(arrays: ArrayRecord) -> tuple[int, int]:
 class CardWriter:
     """Writes the card of every global encoder checkpoint of one run (see the module docstring)."""
 
-    def __init__(self, lineage: RunLineage, ledger: PrivacyLedger | None, app_bundle_sha256: str | None) -> None:
+    def __init__(self, lineage: RunLineage, ledger: PrivacyLedger | None, app_bundle_sha256: str | None,
+                 source: str | None = None) -> None:  # fmt: skip
         self.lineage, self.ledger, self.app_bundle_sha256 = lineage, ledger, app_bundle_sha256
-        self.git_describe = git_describe(Path(endofed.__file__).parent)
+        # the launcher's description of its checkout; else this code's own (a ServerApp run from a checkout)
+        self.git_describe = source or git_describe(Path(endofed.__file__).parent)
         self._aggregated: dict[str, int] = {}  # phase -> the strategy's aggregated_rounds at the last checkpoint
 
     @classmethod
-    def start(cls, out: Path, grid: Grid, ledger: PrivacyLedger | None, resumed_phase: str | None) -> CardWriter:
+    def start(cls, out: Path, grid: Grid, ledger: PrivacyLedger | None, resumed_phase: str | None,
+              source: str | None = None) -> CardWriter:  # fmt: skip
         """The run's card writer; a resumed run continues the lineage of the card of the checkpoint it resumes."""
         fab_hash = str(getattr(getattr(grid, "run", None), "fab_hash", "") or "") or None
         lineage = RunLineage()
@@ -78,7 +69,7 @@ class CardWriter:
                 LOGGER.warning("resumed run: no usable model card to continue (%s); cards list rounds after it", exc)
                 lineage.notes.append("resumed run: the sites of the rounds before the resume are not listed")
             lineage.notes.append(f"resumed after {resumed_phase} round {lineage.rounds_completed.get(resumed_phase)}")
-        return cls(lineage, ledger, fab_hash)
+        return cls(lineage, ledger, fab_hash, source)
 
     def checkpointed(self, path: Path, phase: str, server_round: int, arrays: ArrayRecord, strategy: Any) -> None:
         """Count the round in the lineage, then write the card of the checkpoint just saved at ``path``."""

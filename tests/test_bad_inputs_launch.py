@@ -31,9 +31,10 @@ from endofed.config import load_config, load_server_config, to_dict
 from endofed.federated.protocol import STATE_FILE, STATE_KIND
 from endofed.io.checkpoint import config_hash, save_checkpoint
 from endofed.launch import deployment
-from endofed.launch.deployment import CONNECTION, Launch, register_sites, superlink_command, write_launch
+from endofed.launch.deployment import CONNECTION, register_sites, superlink_command
 from endofed.launch.flwr import env_path_with_venv, write_connection
 from endofed.launch.processes import Child, flower_env, wait_for_port
+from endofed.launch.run_record import Launch, write_launch
 from tests.bad_input_world import SETS, World, assert_one_clear_line
 from tests.helpers import TINY
 

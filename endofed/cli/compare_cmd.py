@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from endofed.cli.common import EXIT_OK, console
@@ -92,6 +92,7 @@ def run_compare(args: argparse.Namespace) -> int:
     ctx = prepare(spec, site_yamls, out, app_dir, args.fresh)
     units = plan_units(spec, [s.name for s in ctx.sites])
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(),
                   console=console) as progress:  # fmt: skip
         task = progress.add_task("compare", total=len(units))
 

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--app", type=Path, help="the Flower app folder (default: found from the current folder)")
     parser.add_argument("--cpus-per-site", type=float, default=1.0, help="CPU share of each simulated site")
     parser.add_argument("--gpus-per-site", type=float, default=0.0, help="GPU share of each simulated site (e.g. 1.0)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar and no Flower output on the console (it still goes to "
+                        "OUT/logs/flwr-run.log); for logs and scheduled jobs")  # fmt: skip
     return parser
 
 
@@ -64,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def run() -> int:
-        from endofed.config import load_site_config
+        from endofed.cli.progress import phases_left, round_bar
+        from endofed.config import load_config, load_site_config
         from endofed.data.check import refuse_writes_into_sites
+        from endofed.federated.protocol import RUN_LOG
         from endofed.launch.simulation import SimulationRequest, find_app_dir, find_site_yamls, run_simulation
 
         overrides = [*args.overrides, *round_overrides(args.rounds, args.finetune_rounds)]
@@ -73,10 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         config = Path(args.config) if args.config else app_dir / DEFAULT_CONFIG
         site_yamls = find_site_yamls(args.sites)
         refuse_writes_into_sites([load_site_config(y) for y in site_yamls], [("--out", args.out)])
-        request = SimulationRequest(
-            app_dir, site_yamls, config, overrides, args.out, args.cpus_per_site, args.gpus_per_site
-        )
-        summary = run_simulation(request)
+        fed = load_config(config, overrides).federation  # a bad config: one line here, before anything starts
+        with round_bar(phases_left(fed.pretrain_rounds, fed.finetune_rounds), quiet=args.quiet) as on_round:
+            request = SimulationRequest(
+                app_dir, site_yamls, config, overrides, args.out, args.cpus_per_site, args.gpus_per_site,
+                log=args.out.resolve() / "logs" / RUN_LOG if args.quiet else None, on_round=on_round,
+            )  # fmt: skip
+            summary = run_simulation(request)
         _print_summary(summary)
         console.print(f"checkpoints, rounds.jsonl and summary.json in {args.out}", markup=False)
         return EXIT_OK

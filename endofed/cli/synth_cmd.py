@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from endofed.cli.common import EXIT_OK, console
 from endofed.config import to_dict
@@ -56,6 +56,7 @@ def run_synth(args: argparse.Namespace) -> int:
     (args.out / "profile_used.yaml").write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
     total = sum(s.cohort.subjects + s.cohort.test_subjects for s in sites)  # test patients are rendered too
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(),
                   console=console, transient=True) as progress:  # fmt: skip
         task = progress.add_task("rendering subjects", total=total)
         paths = generate(sites, args.out, args.scale, args.seed, on_subject=lambda _: progress.advance(task))

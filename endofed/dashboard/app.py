@@ -101,7 +101,8 @@ def create_app(settings: DashboardSettings) -> FastAPI:
         return JSONResponse({
             "run": run.run_name, "kind": run.kind, "state": run.status.state, "phase": run.status.phase,
             "round": run.status.round, "completed": run.status.completed, "outcome": run.outcome,
-            "sites": [row.name for row in run.sites],
+            "sites": [{"name": row.name, "connected": row.connected, "last_round": row.last_round,
+                       "rejected": row.rejected, "failed": row.failed} for row in run.sites],
         })  # fmt: skip
 
     return app

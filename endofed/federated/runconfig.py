@@ -20,6 +20,7 @@ SITE_CONFIGS = "site-configs"  # simulation: os.pathsep-separated site YAMLs, si
 OUTPUT_DIR = "output-dir"  # server: where checkpoints and the round log go ('' = runs/federation/run-<id>)
 RUN_KEY = "run-key"  # names the sites' local state folder (federation/<key>); '' = run-<Flower run id>
 RESUME = "resume"  # server: continue the run saved in output-dir (its server_state.safetensors)
+SOURCE_DESCRIBE = "source-describe"  # the launcher's git describe of its checkout, for model cards ('' = unknown)
 NODE_SITE_CONFIG = "site-config"  # deployment: the SuperNode's --node-config key naming its site YAML
 
 

@@ -18,18 +18,13 @@ the last completed round. Process ids go to ``superlink.pid`` (server) and ``log
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import re
-import secrets
 import socket
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from endofed.cert_checks import (
     verify_ca_cert,
@@ -38,12 +33,20 @@ from endofed.cert_checks import (
     verify_site_key,
     verify_site_public_key,
 )
-from endofed.config import DataConfig, ServerConfig, SiteConfig, build, load_config, to_dict
+from endofed.config import DataConfig, ServerConfig, SiteConfig, load_config
 from endofed.data.check import check_site
 from endofed.errors import ConfigError, DataError
 from endofed.federated.privacy import check_privacy_plan
-from endofed.federated.protocol import STATE_FILE, SUMMARY_FILE
-from endofed.federated.runconfig import CONFIG_OVERRIDES, CONFIG_PATH, NODE_SITE_CONFIG, OUTPUT_DIR, RESUME, RUN_KEY
+from endofed.federated.protocol import SUMMARY_FILE
+from endofed.federated.runconfig import (
+    CONFIG_OVERRIDES,
+    CONFIG_PATH,
+    NODE_SITE_CONFIG,
+    OUTPUT_DIR,
+    RESUME,
+    RUN_KEY,
+    SOURCE_DESCRIBE,
+)
 from endofed.launch.diagnose import (
     CERTIFICATE_KINDS,
     UNKNOWN,
@@ -67,82 +70,14 @@ from endofed.launch.flwr import (
 )
 from endofed.launch.processes import Child, LaunchError, flower_env, free_port, sigterm_as_interrupt, wait_for_port
 from endofed.launch.resume_check import check_resume_state
+from endofed.launch.run_record import Launch, new_run_key, write_launch
 from endofed.launch.simulation import find_app_dir, require_app_dir
 from endofed.launch.site_gate import gated_supernode_args, start_gate
+from endofed.launch.stream import RoundCallback
+from endofed.lineage.source import git_describe
 
 CONNECTION = "endofed-server"
-LAUNCH_FILE = "launch.json"  # in the run folder: what --resume needs to start the same run again
 LOGGER = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Launch:
-    """A run as it was started: the resolved server config, the extra overrides, and the sites' run key."""
-
-    server: ServerConfig
-    overrides: tuple[str, ...]
-    run_key: str
-
-
-def new_run_key(output_dir: Path) -> str:
-    """A run key for a new run: the run folder's name (letters, digits, '-', '_' only) and 8 random hex digits."""
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", output_dir.resolve().name).strip("-")[:40] or "run"
-    return f"{stem}-{secrets.token_hex(4)}"
-
-
-def write_launch(launch: Launch) -> Path:
-    """Record a new run in its folder; refuses a folder that already holds a run."""
-    out = launch.server.output_dir
-    for name in (LAUNCH_FILE, STATE_FILE):
-        if (out / name).exists():
-            raise ConfigError(
-                f"{out} already holds a run ({name}); continue it with 'endofed-server --resume {out}' or set "
-                "another output_dir in the server config"
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    record = {"server": to_dict(launch.server), "overrides": list(launch.overrides), "run_key": launch.run_key}
-    path = out / LAUNCH_FILE
-    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return path
-
-
-def read_launch(run_dir: Path) -> Launch:
-    """The run recorded in ``run_dir`` (for ``--resume``).
-
-    Raises:
-        ConfigError: the folder holds no run, or its record is unreadable (one line naming the file).
-    """
-    path = Path(run_dir) / LAUNCH_FILE
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} holds no endofed-server run ({LAUNCH_FILE} missing): nothing to resume")
-    try:
-        return _launch_from_record(json.loads(path.read_text(encoding="utf-8")))
-    except KeyError as exc:
-        raise ConfigError(f"{path} is not a valid run record: it has no {exc}") from None
-    except (ValueError, TypeError, AttributeError, OSError) as exc:  # ValueError: JSON, UTF-8, ConfigError
-        raise ConfigError(f"{path} is not a valid run record: {exc}") from None
-
-
-def _launch_from_record(record: dict[str, Any]) -> Launch:
-    """A :class:`Launch` from the JSON of ``launch.json`` (``TypeError`` naming a wrong entry)."""
-    if not isinstance(record, dict) or not isinstance(record["server"], dict):
-        raise TypeError("expected an object with a 'server' object")
-    server = build(ServerConfig, {k: v for k, v in record["server"].items() if v is not None}, "server")
-    server = dataclasses.replace(server, **_paths(server))
-    overrides, run_key = record["overrides"], record["run_key"]
-    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
-        raise TypeError(f"'overrides' must be a list of strings, got {overrides!r}")
-    if not isinstance(run_key, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", run_key):
-        raise TypeError(f"'run_key' must be letters, digits, '-' or '_', got {run_key!r}")
-    return Launch(server, tuple(overrides), run_key)
-
-
-def _paths(server: ServerConfig) -> dict[str, Any]:
-    """The path fields of a server config read back from JSON, as paths."""
-    names = ("ca_certificate", "server_certificate", "server_key", "experiment", "output_dir", "app_dir")
-    fields: dict[str, Any] = {n: Path(v) for n in names if (v := getattr(server, n)) is not None}
-    fields["site_public_keys"] = tuple(Path(p) for p in server.site_public_keys)
-    return fields
 
 
 def write_pid(path: Path, pid: int) -> None:
@@ -226,13 +161,21 @@ def stop_unfinished_runs(env: dict[str, str]) -> list[str]:
     return stopped
 
 
-def run_server(server: ServerConfig, overrides: Sequence[str], resume: Launch | None = None) -> Path:
+def run_server(
+    server: ServerConfig,
+    overrides: Sequence[str],
+    resume: Launch | None = None,
+    on_round: RoundCallback | None = None,
+    quiet: bool = False,
+) -> Path:
     """Start the SuperLink, register the sites, run (or resume) the federation; returns the path of ``summary.json``.
 
     Args:
         server: the coordinator's config (for a resumed run: the one recorded in its folder).
         overrides: experiment config overrides on top of the server config's.
         resume: the interrupted run to continue (from :func:`read_launch`), or ``None`` for a new run.
+        on_round: called at the start of each federated round with ``(round, rounds)`` (a progress bar).
+        quiet: keep Flower's streamed output off the console (it still goes to ``logs/flwr-run.log``).
 
     Raises:
         ConfigError: a certificate, key or config file is missing, or the run folder already holds a run.
@@ -266,6 +209,7 @@ def run_server(server: ServerConfig, overrides: Sequence[str], resume: Launch | 
         OUTPUT_DIR: str(out),
         RUN_KEY: launch.run_key,
         RESUME: resume is not None,
+        SOURCE_DESCRIBE: git_describe(app_dir) or "",
     }
     with sigterm_as_interrupt():
         superlink = Child("SuperLink", superlink_command(server), out / "logs" / "superlink.log", env)
@@ -276,7 +220,9 @@ def run_server(server: ServerConfig, overrides: Sequence[str], resume: Launch | 
             if resume is not None:
                 stopped = stop_unfinished_runs(env)
                 LOGGER.warning("resuming %s; stopped the interrupted run(s) %s", out, ", ".join(stopped) or "none")
-            output = flwr_run(app_dir, CONNECTION, run_config, env, out / "logs" / "flwr-run.log")
+            output = flwr_run(
+                app_dir, CONNECTION, run_config, env, out / "logs" / "flwr-run.log", quiet=quiet, on_round=on_round
+            )
             run_id, status = last_run_status(CONNECTION, env)
         finally:
             superlink.stop()

@@ -22,7 +22,7 @@ else:  # Python 3.10: the same parser as a package (a dependency of flwr, which 
 
 from endofed.errors import ConfigError
 from endofed.launch.processes import LaunchError
-from endofed.launch.stream import StreamResult, run_streamed
+from endofed.launch.stream import RoundCallback, StreamResult, run_streamed
 
 COMPLETED = "finished:completed"
 
@@ -149,6 +149,7 @@ def flwr_run(
     log: Path,
     federation_config: Mapping[str, str | int | float] | None = None,
     quiet: bool = False,
+    on_round: RoundCallback | None = None,
 ) -> StreamResult:
     """``flwr run APP CONNECTION --stream``: all output appended to ``log``, shown on stdout unless ``quiet``.
 
@@ -166,7 +167,7 @@ def flwr_run(
     ]
     if federation_config:
         command += ["--federation-config", key_values(federation_config)]
-    return run_streamed(command, dict(env), log, None if quiet else sys.stdout)
+    return run_streamed(command, dict(env), log, None if quiet else sys.stdout, on_round)
 
 
 def failed_run_message(run_id: str, status: str, output: StreamResult, superlink_log: Path) -> str:

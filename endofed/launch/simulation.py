@@ -17,7 +17,14 @@ from endofed.config import THREADS_ENV, load_config, load_site_config
 from endofed.errors import ConfigError
 from endofed.federated.privacy import check_privacy_plan
 from endofed.federated.protocol import PARTITION_ID, SUMMARY_FILE
-from endofed.federated.runconfig import CONFIG_OVERRIDES, CONFIG_PATH, OUTPUT_DIR, RUN_KEY, SITE_CONFIGS
+from endofed.federated.runconfig import (
+    CONFIG_OVERRIDES,
+    CONFIG_PATH,
+    OUTPUT_DIR,
+    RUN_KEY,
+    SITE_CONFIGS,
+    SOURCE_DESCRIBE,
+)
 from endofed.launch.flwr import (
     COMPLETED,
     env_path_with_venv,
@@ -28,6 +35,8 @@ from endofed.launch.flwr import (
     write_connection,
 )
 from endofed.launch.processes import Child, LaunchError, flower_env, free_port, sigterm_as_interrupt, wait_for_port
+from endofed.launch.stream import RoundCallback
+from endofed.lineage.source import git_describe
 
 CONNECTION = "endofed-sim"
 
@@ -46,6 +55,7 @@ class SimulationRequest:
         gpus_per_site: GPU share of each simulated site (0 on CPU machines).
         run_key: names the sites' local state folder (``federation/<run_key>``); '' = ``run-<Flower run id>``.
         log: where ``flwr run``'s streamed output goes ('None': this process's stdout).
+        on_round: called at the start of each federated round with ``(round, rounds)`` (a progress bar).
     """
 
     app_dir: Path
@@ -57,6 +67,7 @@ class SimulationRequest:
     gpus_per_site: float = 0.0
     run_key: str = ""
     log: Path | None = None
+    on_round: RoundCallback | None = None
 
 
 def find_site_yamls(items: Sequence[Path]) -> list[Path]:
@@ -146,6 +157,7 @@ def run_simulation(request: SimulationRequest) -> dict[str, Any]:
                 SITE_CONFIGS: ":".join(str(p) for p in request.site_yamls),
                 OUTPUT_DIR: str(out),
                 RUN_KEY: request.run_key,
+                SOURCE_DESCRIBE: git_describe(request.app_dir) or "",
             }
             federation = {
                 "num-supernodes": len(request.site_yamls),
@@ -154,7 +166,14 @@ def run_simulation(request: SimulationRequest) -> dict[str, Any]:
             }
             log = request.log or out / "logs" / "flwr-run.log"
             output = flwr_run(
-                request.app_dir, CONNECTION, run_config, env, log, federation, quiet=request.log is not None
+                request.app_dir,
+                CONNECTION,
+                run_config,
+                env,
+                log,
+                federation,
+                quiet=request.log is not None,
+                on_round=request.on_round,
             )
             run_id, status = last_run_status(CONNECTION, env)
         finally:

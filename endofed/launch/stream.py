@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 TRACEBACK_START = "Traceback (most recent call last):"
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal colour and cursor codes
+ROUND_MARKER = re.compile(r"\[ROUND (\d+)/(\d+)\]")  # Flower's strategy log at the start of each round
+RoundCallback = Callable[[int, int], None]  # (round, rounds of this strategy run)
+
+
+def round_marker(line: str) -> tuple[int, int] | None:
+    r"""``(k, n)`` when ``line`` is Flower's ``[ROUND k/n]`` (the start of round k of n), else ``None``.
+
+    Example: ``"\x1b[92mINFO \x1b[0m:      [ROUND 3/14]"`` gives ``(3, 14)``.
+    """
+    found = ROUND_MARKER.search(ANSI.sub("", line))
+    return None if found is None else (int(found.group(1)), int(found.group(2)))
 
 
 @dataclass
@@ -59,10 +70,17 @@ class StreamResult:
     log: Path
 
 
-def run_streamed(command: Sequence[str], env: dict[str, str], log: Path, console: TextIO | None) -> StreamResult:
+def run_streamed(
+    command: Sequence[str],
+    env: dict[str, str],
+    log: Path,
+    console: TextIO | None,
+    on_round: RoundCallback | None = None,
+) -> StreamResult:
     """Run ``command``, appending all its output to ``log`` and showing it folded on ``console`` (if given).
 
-    The child is killed if this process is interrupted while it runs.
+    ``on_round(k, n)`` is called at each of Flower's ``[ROUND k/n]`` lines (a progress bar). The child is killed
+    if this process is interrupted while it runs.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     folder = TracebackFolder()
@@ -75,6 +93,9 @@ def run_streamed(command: Sequence[str], env: dict[str, str], log: Path, console
             assert process.stdout is not None  # piped just above
             for line in process.stdout:
                 handle.write(line)
+                marker = round_marker(line) if on_round is not None else None
+                if marker is not None:
+                    on_round(*marker)  # type: ignore[misc]  # on_round is set when a marker is looked for
                 shown = folder.feed(line)
                 if console is not None and shown is not None:
                     console.write(shown + "\n")

@@ -66,7 +66,8 @@ def test_the_dashboard_shows_a_finished_simulation(sim_run: tuple[Path, Path]):
     client = TestClient(create_app(DashboardSettings(run)))
     status = client.get("/status.json").json()
     assert (status["state"], status["kind"], status["outcome"]) == ("finished", "simulation", "completed")
-    assert status["completed"] == {"pretrain": 2, "finetune": 1} and status["sites"] == list(SITES)
+    assert status["completed"] == {"pretrain": 2, "finetune": 1} and [s["name"] for s in status["sites"]] == list(SITES)
+    assert all(s["last_round"] == "finetune 1" and s["rejected"] == 0 for s in status["sites"])
     page = client.get("/").text
     assert 'http-equiv="refresh"' not in page  # a finished run does not refresh
     rows = page.split('<table id="sites">')[1].split("</table>")[0]

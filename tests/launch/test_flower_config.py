@@ -106,3 +106,18 @@ def test_the_librarys_restatement_of_flowers_parser_agrees_with_flower(text):
     from endofed.launch.flwr import parse_like_flower
 
     assert parse_like_flower(text) == parse_config_args([text])
+
+
+def test_every_run_config_key_the_launchers_send_is_declared_in_the_app():
+    """Flower refuses a run config with an undeclared key ("Invalid run configuration", code 15)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    from endofed.federated import runconfig
+    from tests.helpers import ROOT
+
+    declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"])
+    sent = {runconfig.CONFIG_PATH, runconfig.CONFIG_OVERRIDES, runconfig.SITE_CONFIGS, runconfig.OUTPUT_DIR,
+            runconfig.RUN_KEY, runconfig.RESUME, runconfig.SOURCE_DESCRIBE}  # fmt: skip
+    assert sent <= declared, sent - declared

@@ -9,7 +9,8 @@ import pytest
 
 from endofed.config import ServerConfig, load_server_config
 from endofed.errors import ConfigError
-from endofed.launch.deployment import Launch, new_run_key, read_launch, retry_wait, write_launch
+from endofed.launch.deployment import retry_wait
+from endofed.launch.run_record import Launch, new_run_key, read_launch, write_launch
 
 
 def test_supernode_restarts_wait_5_s_six_times_then_double_up_to_a_minute():

@@ -11,6 +11,7 @@ from endofed.cli.main import main as endofed_main
 from endofed.cli.sim import main as sim_main
 from endofed.data.check import PASSPORT_FILE
 from endofed.lineage.passport import passport_sha256
+from endofed.lineage.source import git_describe
 from tests.helpers import OVERRIDES
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # a real simulation: about a minute
@@ -38,6 +39,8 @@ def test_the_final_encoders_card_verifies_and_a_tampered_encoder_does_not(tmp_pa
     assert capsys.readouterr().out.startswith(f"verified: {final} sha256 ")
     card = json.loads((run / "global_encoder_finetune.card.json").read_text())
     assert card["federation"]["rounds_completed"] == {"pretrain": 1, "finetune": 1}
+    # the code: the launcher describes its checkout (the ServerApp runs from the bundle, which has no .git)
+    assert card["software"]["git_describe"] == git_describe(ROOT) and card["software"]["git_describe"]
     passports = {passport_sha256(json.loads((tmp_path / "data" / s / "work" / PASSPORT_FILE).read_text()))
                  for s in ("one", "two")}  # fmt: skip
     assert {s["passport_sha256"] for s in card["sites"]} == passports  # computed at the sites, sent as metrics

@@ -58,17 +58,44 @@ def site_names(site_yamls: Sequence[Path]) -> dict[str, str]:
     return names
 
 
+def public_key_der(data: bytes) -> bytes | None:
+    """A public key as DER SubjectPublicKeyInfo; ``None`` if ``data`` is no public key.
+
+    Reads OpenSSH (the site's ``.pub`` file) and PEM (what the SuperLink records).
+    """
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    text = data.strip()
+    try:
+        key = (serialization.load_pem_public_key(text) if text.startswith(b"-----BEGIN")
+               else serialization.load_ssh_public_key(text))  # fmt: skip
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return None
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def key_names(launch: dict[str, Any] | None, nodes: Sequence[superlink.NodeInfo]) -> dict[str, str]:
-    """Deployment: ``node-N`` -> the stem of the registered public key file whose contents match node N's key."""
+    """Deployment: ``node-N`` -> the stem of the registered public key file whose key is node N's.
+
+    The key files are OpenSSH public keys and the SuperLink stores PEM, so both are compared as DER.
+    """
     if not launch:
         return {}
     stems: dict[bytes, str] = {}
     for item in (launch.get("server") or {}).get("site_public_keys") or []:
         try:
-            stems[Path(item).read_bytes().strip()] = Path(item).stem
+            der = public_key_der(Path(item).read_bytes())
         except OSError:
             continue
-    return {f"node-{n.node_id}": stems[n.public_key.strip()] for n in nodes if n.public_key.strip() in stems}
+        if der is not None:
+            stems[der] = Path(item).stem
+    names = {}
+    for node in nodes:
+        der = public_key_der(node.public_key)
+        if der is not None and der in stems:
+            names[f"node-{node.node_id}"] = stems[der]
+    return names
 
 
 def collect(run_dir: Path, site_yamls: Sequence[Path] = (), now: float | None = None) -> RunView:

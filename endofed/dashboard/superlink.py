@@ -45,11 +45,27 @@ def is_online(status: object, online_until: object, now: float) -> bool:
         return False
 
 
+def unsigned_node_id(stored: object) -> str:
+    """A node id as Flower reports it (unsigned 64-bit) from the SuperLink's SQLite column (signed 64-bit).
+
+    Example: ``-6424379806806493230`` is node ``12022364266903058386`` (``+ 2**64``).
+    """
+    try:
+        value = int(str(stored))
+    except ValueError:
+        return str(stored)
+    return str(value + 2**64 if value < 0 else value)
+
+
 def read_nodes(db: Path, now: float) -> list[NodeInfo]:
     """The SuperNodes the SuperLink has registered, with whether each is online at ``now``."""
     rows = _query(db, "SELECT node_id, status, online_until, public_key FROM node")
     return [
-        NodeInfo(str(node), is_online(status, until, now), key if isinstance(key, bytes) else str(key or "").encode())
+        NodeInfo(
+            unsigned_node_id(node),
+            is_online(status, until, now),
+            key if isinstance(key, bytes) else str(key or "").encode(),
+        )
         for node, status, until, key in rows
     ]
 

@@ -124,3 +124,31 @@ def test_node_online_needs_status_and_a_live_heartbeat():
     assert not superlink.is_online("online", "99.0", now=100.0)
     assert not superlink.is_online("offline", "200", now=100.0)
     assert not superlink.is_online("online", "None", now=100.0)
+
+
+def test_deployed_sites_are_named_by_their_key_file_openssh_against_the_superlinks_pem(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from endofed.dashboard.sources import key_names
+    from endofed.dashboard.superlink import NodeInfo
+
+    keys = {name: ec.generate_private_key(ec.SECP384R1()).public_key() for name in ("hospital_a", "hospital_b")}
+    files = []
+    for name, key in keys.items():  # what endofed certs writes: OpenSSH public keys
+        path = tmp_path / f"{name}.pub"
+        path.write_bytes(key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH))
+        files.append(str(path))
+    pem = {name: key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+           for name, key in keys.items()}  # fmt: skip
+    nodes = [NodeInfo("7", True, pem["hospital_b"]), NodeInfo("9", True, pem["hospital_a"]),
+             NodeInfo("11", True, b"not a key")]  # fmt: skip
+    assert key_names({"server": {"site_public_keys": files}}, nodes) == {"node-7": "hospital_b", "node-9": "hospital_a"}
+
+
+def test_node_ids_from_the_superlink_database_are_unsigned():
+    from endofed.dashboard.superlink import unsigned_node_id
+
+    assert unsigned_node_id(-6424379806806493230) == "12022364266903058386"  # seen in a real deployment run
+    assert unsigned_node_id(2858003794470738848) == "2858003794470738848"
+    assert unsigned_node_id("x") == "x"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,3 +49,21 @@ def free_bytes(path: Path) -> int:
             except OSError:
                 return -1
     return -1
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` (UTF-8) through a uniquely named temporary file in its folder and ``os.replace``.
+
+    A reader sees the old file or the new one, whole; two writers at once leave the last one's. An ``OSError``
+    names ``path`` (:func:`writing`), and the temporary file is removed.
+    """
+    path = Path(path)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with writing(path), os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from endofed.io.files import writing
+from endofed.io.files import write_text_atomic
 
 
 def json_safe(value: Any) -> Any:
@@ -40,15 +38,7 @@ def write_json(path: Path, payload: Any, *, strict: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = json_safe(payload) if strict else payload
     text = json.dumps(data, indent=2, allow_nan=not strict) + "\n"
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with writing(path), os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, text)
 
 
 def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:

@@ -14,8 +14,6 @@ checksums, not a signature: they catch an edited, swapped, truncated or stale fi
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ import yaml
 from endofed.errors import EndofedError
 from endofed.federated.protocol import CARD_JSON_SUFFIX, CARD_MD_SUFFIX
 from endofed.io.checkpoint import CheckpointError, config_hash, read_metadata
-from endofed.io.files import writing
+from endofed.io.files import write_text_atomic
 from endofed.io.hashing import file_sha256
 from endofed.io.jsonl import write_json
 from endofed.lineage.card import CARD_HASH, card_sha256, render_markdown
@@ -42,23 +40,11 @@ def card_paths(checkpoint: Path) -> tuple[Path, Path]:
     return checkpoint.with_suffix(CARD_MD_SUFFIX), checkpoint.with_suffix(CARD_JSON_SUFFIX)
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file in the same folder, then ``os.replace``)."""
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with writing(path), os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_card(checkpoint: Path, card: Mapping[str, Any]) -> tuple[Path, Path]:
     """Write the card of ``checkpoint`` as markdown and JSON; returns both paths."""
     md_path, json_path = card_paths(checkpoint)
     write_json(json_path, dict(card), strict=True)
-    _write_text(md_path, render_markdown(card))
+    write_text_atomic(md_path, render_markdown(card))
     return md_path, json_path
 
 

@@ -32,13 +32,10 @@ LOGGER = logging.getLogger(__name__)
 def aggregated_sites(strategy: Any) -> dict[int, dict[str, float]]:
     """Node -> whole metric record of each site whose update the round log kept and averaged this round.
 
-    Reads the round log's bookkeeping of the round (``_site_metrics``: the screened replies; ``_norms``: those that
-    also passed the update checks), through the DP wrapper if there is one.
+    Asks the round log (``RoundLogMixin.averaged_sites``), through the DP wrapper if there is one.
     """
-    inner = getattr(strategy, "inner", strategy)
-    metrics: dict[int, dict[str, float]] = getattr(inner, "_site_metrics", {})
-    kept = getattr(inner, "_norms", {})
-    return {node: dict(values) for node, values in metrics.items() if node in kept}
+    sites: dict[int, dict[str, float]] = getattr(strategy, "inner", strategy).averaged_sites()
+    return sites
 
 
 def _state_size(arrays: ArrayRecord) -> tuple[int, int]:

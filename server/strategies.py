@@ -190,6 +190,13 @@ class RoundLogMixin:
             self._site_metrics.setdefault(node, metrics)
         return result.kept + result.errors
 
+    def averaged_sites(self) -> dict[int, dict[str, float]]:
+        """Node -> whole metric record of each site whose update this round kept (the model card lists these).
+
+        Kept: it fit the schema and the bounds and passed the update checks.
+        """
+        return {node: dict(values) for node, values in self._site_metrics.items() if node in self._norms}
+
     def _valid(self, replies: list[Message]) -> list[Message]:
         """Replies decoded to float32 whose update matches the sent weights, in a fixed order (error replies dropped).
 

@@ -2,7 +2,8 @@
 
 The same federation runs once per transport: N synthetic sites (FederatedSite objects in this process, no Flower),
 R pre-training rounds of FedAvg. Each round the server's float32 master weights go down in the transport's
-down-link codec, every site trains on what it decoded, and its reply comes back in the up-link codec; exactly
+down-link codec (delta_int8: the int8 down-link of endofed.federated.downlink, bf16 in round 1), every site trains
+on what it decoded, and its reply comes back in the up-link codec; exactly
 as server/strategies.py does, a delta reply is added to the float32 master weights, any other reply is decoded
 to float32, and the average weighted by volumes becomes the new master. Everything else (data, seeds, masks,
 batch order) is identical between transports, so the differences come from the wire format alone.
@@ -33,6 +34,7 @@ import yaml
 from endofed.config import TRANSPORTS, ExperimentConfig, load_config, load_site_config
 from endofed.data.loaders import case_dataset, make_loader
 from endofed.federated.bytes import from_transport, link_modes, state_nbytes, to_transport
+from endofed.federated.downlink import DownLink
 from endofed.federated.protocol import MAE_STATE, NUM_EXAMPLES, PRETRAIN
 from endofed.federated.weights import encoder_state
 from endofed.models import build_mae
@@ -82,19 +84,27 @@ def run_federation(sites: list[FederatedSite], start: State, rounds: int, epochs
     """R rounds of FedAvg over the given wire format; returns the final master weights, losses and bytes."""
     down_mode, up_mode = link_modes(transport)
     master, losses, down_bytes, up_bytes = dict(start), [], [], []
+    link = DownLink() if down_mode == "delta_int8" else None  # the int8 down-link, as server/wire.py runs it
     for server_round in range(1, rounds + 1):
-        wire = to_transport(master, down_mode)
-        sent = from_transport(wire, down_mode)  # what every site decodes (and takes a delta against)
-        base = master if up_mode == "delta_int8" else sent  # as server/strategies.py: deltas go onto fp32 master
+        if link is not None:
+            broadcast = link.advance(master)
+            sent = broadcast.view  # what every site holds after decoding its payload (delta or full)
+            wires = [broadcast.for_node(index).payload for index in range(len(sites))]
+        else:
+            wires = [to_transport(master, down_mode)] * len(sites)
+            sent = from_transport(wires[0], down_mode)  # what every site decodes (and takes a delta against)
+        base = master if up_mode == "delta_int8" else sent  # as server/wire.py: deltas go onto fp32 master
         states, volumes, round_losses = [], [], []
-        for site in sites:
+        for index, site in enumerate(sites):
             state, metrics = site.train(sent, RoundPlan(PRETRAIN, server_round, rounds, local_epochs=epochs))
             payload = to_transport(state, up_mode, sent)
             up_bytes.append(state_nbytes(payload))
             states.append(from_transport(payload, up_mode, base))
             volumes.append(int(metrics[NUM_EXAMPLES]))
             round_losses.append(float(metrics["train-loss"]))
-        down_bytes.append(state_nbytes(wire))
+            down_bytes.append(state_nbytes(wires[index]))
+            if link is not None:
+                link.confirm(index)
         master = weighted_average(states, volumes)
         losses.append(float(np.average(round_losses, weights=volumes)))
         print(f"  {transport:10s} round {server_round}: train loss {losses[-1]:.4f}", flush=True)

@@ -7,6 +7,7 @@ training volumes). Everything else stays in the site's work dir (see ``endofed.t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -21,12 +22,17 @@ from flwr.clientapp.typing import ClientAppCallable
 
 from endofed.config import load_site_config
 from endofed.federated.audit import append_audit, audit_outgoing
-from endofed.federated.bytes import from_transport, link_modes, payload_layout, to_transport
+from endofed.federated.bytes import SCALE_SUFFIX, from_transport, link_modes, payload_layout, to_transport
+from endofed.federated.downlink import state_digest
 from endofed.federated.protocol import (
     ARRAYS,
+    BASE_DIGEST,
+    CLASSIFIER_STATE,
     CONFIG,
     DEFAULT_TRANSPORT,
+    DOWN_CODEC,
     LOCAL_EPOCHS,
+    MAE_STATE,
     METRICS,
     PARTITION_ID,
     PHASE,
@@ -39,10 +45,18 @@ from endofed.federated.protocol import (
     T_STARTUP,
     TOTAL_ROUNDS,
     TRANSPORT,
+    VIEW_DIGEST,
 )
 from endofed.federated.runconfig import RUN_KEY, experiment_config, site_config_path
 from endofed.federated.schema import describe, finite_metrics
-from endofed.federated.site_errors import ERROR_LOG, SITE_INTERNAL, category, error_reason, write_error_log
+from endofed.federated.site_errors import (
+    ERROR_LOG,
+    SITE_INTERNAL,
+    BaseUnknown,
+    category,
+    error_reason,
+    write_error_log,
+)
 from endofed.io.crashlog import crash_log_dir
 from endofed.lineage.passport import passport_metrics
 from endofed.training.federated_site import FederatedSite, RoundPlan
@@ -73,7 +87,12 @@ def outgoing_audit(msg: Message, context: Context, call_next: ClientAppCallable)
     if reply.has_error():
         return reply  # contained_errors (outside) replaces its text with a fixed sentence
     site = _site(context)
-    received = {k: tuple(v.shape) for record in msg.content.array_records.values() for k, v in record.items()}
+    received = {
+        k: tuple(v.shape)
+        for record in msg.content.array_records.values()
+        for k, v in record.items()
+        if not k.endswith(SCALE_SUFFIX)
+    }  # the weights' shapes (a delta's per-tensor scales are not weights)
     allowed = payload_layout(received, reply_mode(msg))  # the received encoder, in the reply's wire format
     record = audit_outgoing(str(msg.metadata.message_type), describe(reply.content), allowed)
     append_audit(site.state_dir, record)
@@ -139,11 +158,39 @@ def reply_mode(msg: Message) -> str:
     return link_modes(_transport(msg))[1]
 
 
-def _received(msg: Message) -> tuple[dict[str, np.ndarray], str]:
-    """The encoder sent by the server as float32, and the codec to reply in."""
+def _held_base(site: FederatedSite, digest: str) -> dict[str, np.ndarray]:
+    """The weights this site received in a kept round whose digest is ``digest`` (the base of a delta).
+
+    Raises:
+        BaseUnknown: the site holds no such weights (first contact, a wiped or other run's state).
+    """
+    for name in (CLASSIFIER_STATE, MAE_STATE):  # newest phase first
+        found = site.stores[name].global_with_digest(digest)
+        if found is not None:
+            return found
+    raise BaseUnknown(f"no kept round holds the base {digest[:12]}... of the received delta")
+
+
+def _received(msg: Message, site: FederatedSite) -> tuple[dict[str, np.ndarray], str, str | None]:
+    """The encoder sent by the server as float32, the codec to reply in, and its digest (if announced).
+
+    With the int8 down-link the message names its own codec: a delta is added to the held weights its
+    ``base-digest`` names, and the result must have the announced ``view-digest``
+    (:mod:`endofed.federated.downlink`).
+
+    Raises:
+        BaseUnknown: the base is not held here, or the decoded weights are not the ones announced.
+    """
+    config = msg.content[CONFIG]
     down, up = link_modes(_transport(msg))
+    down = str(config.get(DOWN_CODEC, down))
     arrays = {k: v.numpy() for k, v in msg.content[ARRAYS].items()}
-    return from_transport(arrays, down), up
+    base = _held_base(site, str(config[BASE_DIGEST])) if down == "delta_int8" else None
+    decoded = from_transport(arrays, down, base)
+    announced = None if config.get(VIEW_DIGEST) is None else str(config[VIEW_DIGEST])
+    if announced is not None and state_digest(decoded) != announced:
+        raise BaseUnknown("the decoded weights do not have the digest the coordinator announced")
+    return decoded, up, announced
 
 
 def _reply_arrays(state: Mapping[str, torch.Tensor], mode: str, received: Mapping[str, np.ndarray]) -> ArrayRecord:
@@ -165,7 +212,8 @@ def train(msg: Message, context: Context) -> Message:
     )
     site = _site(context)
     loaded = time.perf_counter()
-    shared, mode = _received(msg)
+    shared, mode, digest = _received(msg, site)
+    plan = dataclasses.replace(plan, received_digest=digest)
     decoded = time.perf_counter()
     state, metrics = site.train(shared, plan)
     trained = time.perf_counter()
@@ -192,8 +240,9 @@ def evaluate(msg: Message, context: Context) -> Message:
     """
     config = msg.content[CONFIG]
     local_epochs = int(config.get(LOCAL_EPOCHS, 0))
-    shared, _ = _received(msg)
-    metrics, undefined = finite_metrics(_site(context).evaluate(shared, local_epochs))
+    site = _site(context)
+    shared, _, _ = _received(msg, site)
+    metrics, undefined = finite_metrics(site.evaluate(shared, local_epochs))
     if undefined:
         LOGGER.warning("test metrics %s are undefined on this site's test set: left out of the reply", undefined)
     metrics |= _partition_metric(context)

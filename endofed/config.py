@@ -262,9 +262,11 @@ class FederationConfig:
     # 0.0234 and 300, benchmarks/honest_bounds.py). 0 switches a bound off.
     max_update_norm_ratio: float = 0.5  # reject an update with ||w - w_global|| / ||w_global|| above this
     max_examples_per_site: int = 10_000  # reject a num-examples claim above this (it must not change per phase)
-    # delta_int8: sites reply with int8 deltas against the bf16 weights they received (a quarter of the fp32 bytes),
-    # which the server adds to its weights; master weights stay fp32 in every mode.
-    transport: str = "fp32"  # encoder on the wire: fp32 | bf16 (half the bytes) | delta_int8 (bf16 down, int8 up)
+    # delta_int8: int8 deltas both ways (about a quarter of the fp32 bytes): down against the weights each site
+    # received last round (endofed.federated.downlink), up against those it received; master weights stay fp32.
+    transport: str = "fp32"  # encoder on the wire: fp32 | bf16 (half the bytes) | delta_int8 (int8 both ways)
+    # trimmed_mean and median hold every site's update at once (the others add them up as they arrive)
+    max_buffered_mb: int = 8_000  # refuse a trimmed_mean / median round needing more server memory (0 = no bound)
     # Dropout: a round starts once min_sites are connected, or after node_wait_s with at least quorum connected;
     # a round changes the global weights only with at least quorum valid updates (0 = quorum is min_sites).
     quorum: int = 0  # valid site updates a round needs to count (0 = min_sites)
@@ -297,8 +299,8 @@ class FederationConfig:
         _positive("federation.min_sites", self.min_sites)
         _positive("federation.round_timeout_s", self.round_timeout_s)
         _require(
-            self.max_update_norm_ratio >= 0 and self.max_examples_per_site >= 0,
-            "federation.max_update_norm_ratio and federation.max_examples_per_site must be >= 0 (0 = off)",
+            self.max_update_norm_ratio >= 0 and self.max_examples_per_site >= 0 and self.max_buffered_mb >= 0,
+            "federation.max_update_norm_ratio, max_examples_per_site and max_buffered_mb must be >= 0 (0 = off)",
         )
         _require(
             self.transport in TRANSPORTS, f"federation.transport must be one of {TRANSPORTS}, got {self.transport!r}"

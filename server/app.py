@@ -9,9 +9,9 @@ test metrics. A phase in which no site update arrived raises, so the run ends ``
 keeping the initial weights.
 
 After every round the server state is saved too (``server_state.safetensors``: phase, round, the float32 global
-encoder, FedAdam's moments, the sites' num-examples claims). A run started with the run-config key ``resume``
-continues from it: the remaining rounds of the saved phase (with the round numbers, and so the sites' schedules,
-of an uninterrupted run), then the next phase.
+encoder, FedAdam's moments, the sites' num-examples claims, the int8 down-link's view). A run started with the
+run-config key ``resume`` continues from it: the remaining rounds of the saved phase (with the round numbers, and
+so the sites' schedules, of an uninterrupted run), then the next phase.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from endofed.config import ExperimentConfig, to_dict
+from endofed.federated.downlink import DownLink
 from endofed.federated.privacy import PrivacyLedger, check_privacy_plan
 from endofed.federated.protocol import (
     ENCODER_KIND,
@@ -54,6 +55,7 @@ from endofed.seeds import derive_seed
 from server.lineage import CardWriter
 from server.privacy import PrivateRounds, make_private
 from server.strategies import RoundLogMixin, make_strategy
+from server.stream import StreamingGrid
 
 Strategy = RoundLogMixin | PrivateRounds  # a phase's strategy, under central DP or not
 
@@ -144,7 +146,7 @@ def _phase(grid: Grid, strategy: Strategy, arrays: ArrayRecord, rounds: int, pha
     train_config = ConfigRecord({PHASE: phase, TOTAL_ROUNDS: rounds, LOCAL_EPOCHS: fed.local_epochs})
     aggregated_before = strategy.aggregated_rounds  # type: ignore[attr-defined]
     result = strategy.start(  # type: ignore[attr-defined]
-        grid, arrays, num_rounds=rounds - strategy.round_offset, timeout=fed.round_timeout_s,
+        StreamingGrid(grid), arrays, num_rounds=rounds - strategy.round_offset, timeout=fed.round_timeout_s,
         train_config=train_config, evaluate_config=ConfigRecord({LOCAL_EPOCHS: 0}),
         evaluate_fn=_checkpointer(out, phase, cfg, strategy, cards),
     )  # fmt: skip
@@ -158,7 +160,7 @@ def _local_finetune_evaluation(grid: Grid, strategy: Strategy, arrays: ArrayReco
     """One evaluation round in which each site fine-tunes the global encoder locally, then tests."""
     config = ConfigRecord({LOCAL_EPOCHS: cfg.finetune.epochs})
     messages = strategy.configure_evaluate(1, arrays, config, grid)  # type: ignore[attr-defined]
-    replies = grid.send_and_receive(messages, timeout=cfg.federation.round_timeout_s)
+    replies = StreamingGrid(grid).send_and_receive(messages, timeout=cfg.federation.round_timeout_s)
     strategy.aggregate_evaluate(1, replies)
 
 
@@ -189,8 +191,9 @@ def main(grid: Grid, context: Context) -> None:
         writer.write({"event": "resume", "phase": saved.phase, "round": saved.round})
         LOGGER.info("resuming after %s round %d", saved.phase, saved.round)
     schedule = {PRETRAIN: fed.pretrain_rounds, FINETUNE: fed.finetune_rounds}
+    downlink = DownLink()  # the int8 down-link's view, for both phases (used with transport delta_int8 only)
     for phase in PHASES:
-        strategy = make_private(make_strategy(fed, phase, evaluate=phase == FINETUNE, writer=writer), fed, ledger)
+        strategy = make_private(make_strategy(fed, phase, phase == FINETUNE, writer, downlink), fed, ledger)
         done = completed_rounds(PHASES, phase, schedule[phase], None if saved is None else (saved.phase, saved.round))
         if saved is not None and saved.phase == phase:
             strategy.restore_state(saved.strategy_arrays, saved.strategy_meta, done)

@@ -72,6 +72,7 @@ class PrivateRounds(DifferentialPrivacyServerSideFixedClipping):
     ) -> None:
         super().__init__(strategy, fed.dp_noise_multiplier, fed.dp_clipping_norm, fed.min_sites)  # type: ignore[arg-type]
         self.inner = strategy
+        strategy.streams = False  # the release pairs FedAvg's averaged replies with their clipped updates
         self.ledger = ledger
         self.rng = rng if rng is not None else np.random.default_rng()  # OS entropy, never the experiment seed
         self._asked = 0  # sites asked to train this round: the fixed denominator

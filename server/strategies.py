@@ -5,10 +5,12 @@ the round loop stays Flower's. Per round it validates each site's update against
 broken one with a log line, and appends a JSON line: per site the volumes used, training loss, bytes down
 and up, and the wall time of the round and of the aggregation.
 
-Wire formats (``federation.transport``, codecs in :mod:`endofed.federated.bytes`): the server keeps float32
-master weights and aggregates float32 arrays whatever travels. ``bf16`` sends bfloat16 both ways. ``delta_int8``
-sends bfloat16 down and receives int8 deltas against exactly those bf16 weights; the server adds each decoded
-delta to its float32 master weights (not to their bf16 copy), so an update smaller than a bf16 step is not lost.
+What travels (``federation.transport``) is the wire half, :class:`server.wire.WireMixin`. Replies are
+aggregated as they arrive (the ServerApp hands Flower's round loop a :class:`server.stream.StreamingGrid`):
+FedAvg, FedProx and FedAdam fold each valid update into an :class:`~endofed.federated.streaming.ExactSum` and
+drop it, so the server holds a fixed number of model copies whatever the number of sites, and the average does
+not depend on the order of arrival. Trimmed mean and median need every update at once; they keep them, in digest
+order, up to ``federation.max_buffered_mb`` (a round that would need more is refused with one line).
 
 Registry: :data:`STRATEGY_CLASSES` maps every name of :mod:`endofed.federated.strategies` (the pure list the
 config validates against, with the DP flags) to its class here; :func:`make_strategy` builds from it. Adding a
@@ -29,7 +31,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedMedian, FedProx, FedTrimmedAvg
 
 from endofed.config import FederationConfig
-from endofed.federated.bytes import link_modes, payload_layout, state_nbytes
+from endofed.federated.bytes import payload_layout, state_nbytes
+from endofed.federated.downlink import DownLink
 from endofed.federated.protocol import (
     ARRAYS,
     DEFAULT_TRANSPORT,
@@ -39,28 +42,29 @@ from endofed.federated.protocol import (
     NUM_EXAMPLES,
     TRANSPORT,
 )
-from endofed.federated.rounds import round_can_start, update_digest
+from endofed.federated.rounds import round_can_start
 from endofed.federated.schema import EVALUATE, TRAIN
 from endofed.federated.strategies import FEDADAM, FEDAVG, FEDPROX, MEDIAN, TRIMMED_MEAN, phase_strategy
-from endofed.federated.validate import validate_num_examples, validate_update
+from endofed.federated.validate import validate_num_examples
 from endofed.io.jsonl import JsonlWriter
 from server.replies import as_numpy as _numpy
-from server.replies import average_metrics, decode, encode, failed_replies, screen
+from server.replies import average_metrics, failed_replies, screen
+from server.tally import RoundTally
+from server.wire import WireMixin
 
 LOGGER = logging.getLogger(__name__)
 OPTIMISER_MOMENTS = ("m_t", "v_t")  # FedAdam's server-side state (saved for --resume)
+DOWNLINK_STATE = "downlink"  # server state meta: the int8 down-link's digest and holders (its view: view.* arrays)
 
 
-class RoundLogMixin:
+class RoundLogMixin(WireMixin):
     """Validation and per-site logging around a Flower strategy's train/evaluate aggregation."""
 
     strategy_name: str = ""  # its name in STRATEGY_CLASSES (endofed.federated.strategies)
+    streams: bool = True  # add updates up as they arrive (False: keep them all; order statistics, central DP)
+    max_buffered_bytes: int = 0  # a buffering round refuses to start above this (0 = no bound)
     phase: str = ""
-    transport: str = DEFAULT_TRANSPORT
-    down: str = DEFAULT_TRANSPORT  # codec server -> site
-    up: str = DEFAULT_TRANSPORT  # codec site -> server
     writer: JsonlWriter | None = None
-    max_norm_ratio: float = 0.0  # bound on ||w - w_global|| / ||w_global|| (0 = off)
     max_examples: int = 0  # bound on a site's num-examples (0 = off)
     wanted_sites: int = 1  # sites a round waits for (federation.min_sites) ...
     quorum: int = 1  # ... before going on with at least this many (federation.quorum)
@@ -76,17 +80,16 @@ class RoundLogMixin:
         transport: str = DEFAULT_TRANSPORT,
         max_norm_ratio: float = 0.0,
         max_examples: int = 0,
+        downlink: DownLink | None = None,
     ) -> None:
         """Name the phase, where round records go, the wire format, and the bounds on updates (0 = off)."""
-        self.phase, self.writer, self.last_evaluation, self.transport = phase, writer, {}, transport
+        self.phase, self.writer, self.last_evaluation = phase, writer, {}
         self.max_norm_ratio, self.max_examples = max_norm_ratio, max_examples
         self._claims: dict[int, int] = {}  # node -> num-examples it claimed in this phase
         self._rejected: list[dict[str, Any]] = []  # this round's dropped replies: node and reason
         self._site_metrics: dict[int, dict[str, float]] = {}  # this round's kept replies' whole metric records
         self._norms: dict[int, float] = {}
-        self.down, self.up = link_modes(transport)
-        self._sent: dict[str, np.ndarray] = {}
-        self._base: dict[str, np.ndarray] = {}
+        self.setup_wire(transport, downlink)
         self._round_started = time.perf_counter()
 
     def setup_rounds(self, wanted_sites: int, quorum: int, node_wait_s: float) -> None:
@@ -119,47 +122,32 @@ class RoundLogMixin:
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Wait for sites (bounded), encode for the wire, remember what is sent (to decode, validate, count bytes)."""
+        """Wait for sites (bounded), encode for the wire per site, remember what is sent (to decode and check)."""
         self.await_sites(grid)
         wire = self.prepare_round(arrays)
-        config[TRANSPORT] = self.transport
-        messages = super().configure_train(server_round + self.round_offset, wire, config, grid)  # type: ignore[misc]
-        if hasattr(self, "current_arrays"):  # FedOpt family: its server optimiser works on float32 weights
-            self.current_arrays = dict(self._base)
-        return messages  # type: ignore[no-any-return]
-
-    def prepare_round(self, arrays: ArrayRecord) -> ArrayRecord:
-        """The global weights encoded for the down-link; remembers what the sites receive and the master weights.
-
-        Args:
-            arrays: the float32 global (master) weights of this round.
-
-        Returns:
-            The arrays to send.
-        """
-        wire = encode(arrays, self.down)
-        self._sent = _numpy(decode(wire, self.down))  # what the sites actually receive (their delta reference)
-        # Decoded replies are relative to this: the float32 master weights for deltas, else what was sent.
-        self._base = {k: np.array(v, dtype=np.float32) for k, v in _numpy(arrays).items()} if self.delta else self._sent
-        self._sent_bytes = state_nbytes(_numpy(wire))
         self._round_started = time.perf_counter()
         self._rejected, self._site_metrics = [], {}
-        return wire
+        config[TRANSPORT] = self.transport
+        messages = list(super().configure_train(server_round + self.round_offset, wire, config, grid))  # type: ignore[misc]
+        self._check_buffer(len(messages))
+        if hasattr(self, "current_arrays"):  # FedOpt family: its server optimiser works on float32 weights
+            self.current_arrays = dict(self._base)
+        return self.address(messages)
 
-    @property
-    def delta(self) -> bool:
-        """Whether sites reply with deltas (decoded as the float32 master weights + delta) or whole weights."""
-        return self.up == "delta_int8"
-
-    def decode_reply(self, arrays: ArrayRecord) -> ArrayRecord:
-        """A site's reply as float32 weights: its delta added to the master weights, or its decoded weights.
+    def _check_buffer(self, sites: int) -> None:
+        """Refuse a buffering round (trimmed mean, median) whose updates would not fit ``max_buffered_bytes``.
 
         Raises:
-            ValueError: if the payload does not fit the wire format, or the weights do not fit those sent.
+            ValueError: one line with the memory needed and the bound.
         """
-        decoded = decode(arrays, self.up, self._base if self.delta else None)
-        self._last_norm = validate_update(_numpy(decoded), self._sent, self.max_norm_ratio or None)
-        return decoded
+        needed = sites * state_nbytes(self._base)
+        if not self.streams and self.max_buffered_bytes and needed > self.max_buffered_bytes:
+            raise ValueError(
+                f"{self.strategy_name} holds every site's update at once: {sites} sites x "
+                f"{state_nbytes(self._base) / 1e6:.0f} MB = {needed / 1e6:.0f} MB, above federation.max_buffered_mb "
+                f"({self.max_buffered_bytes / 1e6:.0f} MB); use fedavg, fedprox or fedadam (added up as they arrive) "
+                "or raise the bound"
+            )
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -169,8 +157,9 @@ class RoundLogMixin:
         self._rejected = []
         if self.fraction_evaluate > 0:  # type: ignore[attr-defined]
             self.await_sites(grid)
-        shifted = server_round + self.round_offset
-        return super().configure_evaluate(shifted, encode(arrays, self.down), config, grid)  # type: ignore[misc]
+        wire, broadcast = self.evaluation_payload(arrays)
+        messages = super().configure_evaluate(server_round + self.round_offset, wire, config, grid)  # type: ignore[misc]
+        return self.address(messages, broadcast)
 
     def _reject(self, node: int, reason: str) -> None:
         """Drop one reply: a log line and an entry in the round record."""
@@ -197,67 +186,66 @@ class RoundLogMixin:
         """
         return {node: dict(values) for node, values in self._site_metrics.items() if node in self._norms}
 
-    def _valid(self, replies: list[Message]) -> list[Message]:
-        """Replies decoded to float32 whose update matches the sent weights, in a fixed order (error replies dropped).
+    def _fold(self, reply: Message, tally: RoundTally) -> None:
+        """Decode and check one screened reply, then add it to the round (or drop it with a log line).
 
-        A reply that cannot be decoded or does not match is dropped with a log line and kept in the round record
-        (it never stops the run). The kept replies are sorted by the digest of their update, so the average
-        (a floating-point sum) does not depend on the order in which the replies arrived.
+        A reply that cannot be decoded or does not match the weights sent is dropped and kept in the round
+        record (it never stops the run). A streaming round adds the update to its running sum and drops the
+        reply's arrays; a buffering one (trimmed mean, median) keeps the decoded reply.
         """
-        kept, self._norms = [], {}
-        for reply in replies:
-            if reply.has_error():
-                continue  # Flower's reply carries the error; it is counted as a failure in the round record
-            node = int(reply.metadata.src_node_id)
-            try:
-                reply.content[ARRAYS] = self.decode_reply(reply.content[ARRAYS])
-                claimed = reply.content[METRICS].get(NUM_EXAMPLES)
-                self._claims[node] = validate_num_examples(claimed, self.max_examples, self._claims.get(node))
-            except ValueError as exc:
-                self._reject(node, str(exc))
-                continue
-            self._norms[node] = self._last_norm
-            kept.append((update_digest(_numpy(reply.content[ARRAYS])), reply))
-        return [reply for _, reply in sorted(kept, key=lambda item: item[0])]
+        node = int(reply.metadata.src_node_id)
+        tally.up_bytes[node] = state_nbytes(_numpy(reply.content[ARRAYS]))
+        try:
+            decoded = self.decode_reply(reply.content[ARRAYS])
+            claimed = reply.content[METRICS].get(NUM_EXAMPLES)
+            self._claims[node] = validate_num_examples(claimed, self.max_examples, self._claims.get(node))
+        except ValueError as exc:
+            self._reject(node, str(exc))
+            return
+        self._norms[node] = self._last_norm
+        started = time.perf_counter()
+        tally.add(reply, decoded, self._claims[node])
+        tally.seconds += time.perf_counter() - started
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Validate, aggregate (with a quorum of valid updates), and log the round."""
+        """Screen, check and add up each reply as it arrives; aggregate with a quorum of valid updates; log."""
         server_round += self.round_offset
-        received = self.screen_train(replies)  # before anything reads a reply
-        up_bytes = {int(r.metadata.src_node_id): state_nbytes(_numpy(r.content[ARRAYS])) for r in received
-                    if not r.has_error()}  # fmt: skip
-        kept = self._valid(received)  # back to float32 before averaging
+        tally, errors = RoundTally(streaming=self.streams), []
+        self._norms = {}
+        for reply in replies:  # one at a time: the ServerApp's StreamingGrid yields each reply as it arrives
+            if not reply.has_error():
+                self.confirm(int(reply.metadata.src_node_id))  # it committed this round's weights (down-link base)
+            for screened in self.screen_train([reply]):  # before anything reads a reply
+                if screened.has_error():
+                    errors.append(screened)
+                else:
+                    self._fold(screened, tally)
         started = time.perf_counter()
-        if len(kept) >= self.quorum:
-            arrays, metrics = super().aggregate_train(server_round, kept)  # type: ignore[misc]
+        if tally.count >= self.quorum:
+            arrays, metrics = super().aggregate_train(server_round, tally.replies())  # type: ignore[misc]
             arrays = None if arrays is None else self._as_master_dtype(arrays)
+            metrics = average_metrics(tally.contents, NUM_EXAMPLES) if self.streams else metrics
         else:
             LOGGER.warning("round %d: %d valid updates, below the quorum of %d: the global weights stay as they were",
-                           server_round, len(kept), self.quorum)  # fmt: skip
+                           server_round, tally.count, self.quorum)  # fmt: skip
             arrays, metrics = None, None
-        aggregation = time.perf_counter() - started
+        aggregation = tally.seconds + time.perf_counter() - started
         self.aggregated_rounds += arrays is not None
-        down = self._sent_bytes
         sites = [
-            {
-                "node": int(r.metadata.src_node_id),
-                **self._site_metrics[int(r.metadata.src_node_id)],
-                "bytes_down": down,
-                "bytes_up": up_bytes[int(r.metadata.src_node_id)],
-                "update_norm_ratio": self._norms[int(r.metadata.src_node_id)],
-            }
-            for r in kept
-        ]
+            {"node": node, **self._site_metrics[node], "bytes_down": self.bytes_down(node),
+             "bytes_up": tally.up_bytes[node], "update_norm_ratio": self._norms[node]}
+            for node in sorted(self._norms)
+        ]  # fmt: skip
         self._write(
             {
                 "event": "train",
                 "phase": self.phase,
                 "round": server_round,
                 "sites": sites,
-                "failures": sum(r.has_error() for r in received),
-                "failed": failed_replies(received),
+                "failures": len(errors),
+                "failed": failed_replies(errors),
                 "rejected": self._rejected,
                 "aggregated": arrays is not None,
                 "round_seconds": time.perf_counter() - self._round_started,
@@ -292,7 +280,9 @@ class RoundLogMixin:
             self.writer.write({**record, "time": round(time.time(), 3)})  # Unix time the record was written
 
     def export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """What a resumed run needs besides the global weights: the server optimiser's moments and the claims.
+        """What a resumed run needs besides the global weights: optimiser moments, claims, the down-link's view.
+
+        The int8 down-link's view goes in as ``view.<key>`` arrays, its digest and holders in the meta.
 
         Returns:
             ``({"m_t.<key>": array, ...}, {"claims": {node: count}, "last_evaluation": {...}})``.
@@ -304,7 +294,8 @@ class RoundLogMixin:
             for node, values in self.last_evaluation.items()
         }  # strict JSON: an undefined metric is null
         meta = {"claims": {str(k): v for k, v in self._claims.items()}, "last_evaluation": evaluation}  # fmt: skip
-        return arrays, meta
+        view, downlink = self.export_wire()
+        return arrays | view, meta | ({DOWNLINK_STATE: downlink} if downlink else {})
 
     def restore_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], completed_rounds: int) -> None:
         """Continue a phase after ``completed_rounds`` rounds, with the state saved by :meth:`export_state`."""
@@ -313,6 +304,8 @@ class RoundLogMixin:
             moments = {k.removeprefix(f"{name}."): np.array(v) for k, v in arrays.items() if k.startswith(f"{name}.")}
             if moments:
                 setattr(self, name, moments)
+        if self.downlink is not None and DOWNLINK_STATE in meta:  # the run's one down-link: later phases share it
+            self.downlink.restore(arrays, meta[DOWNLINK_STATE])
         self._claims = {int(k): int(v) for k, v in meta.get("claims", {}).items()}
         self.last_evaluation = {int(node): {k: math.nan if v is None else float(v) for k, v in values.items()}
                                 for node, values in meta.get("last_evaluation", {}).items()}  # fmt: skip
@@ -350,12 +343,14 @@ class LoggedFedTrimmedAvg(RoundLogMixin, FedTrimmedAvg):
     """Trimmed-mean aggregation (robust to an outlying site) with the round log."""
 
     strategy_name = TRIMMED_MEAN
+    streams = False  # order statistics need every update at once
 
 
 class LoggedFedMedian(RoundLogMixin, FedMedian):
     """Coordinate-wise median of the site updates (robust to an outlying site) with the round log."""
 
     strategy_name = MEDIAN
+    streams = False  # order statistics need every update at once
 
 
 # name -> class, in the order of endofed.federated.strategies.STRATEGIES (tests/server/test_strategies.py checks it)
@@ -364,7 +359,8 @@ STRATEGY_CLASSES: dict[str, type[RoundLogMixin]] = {
 }
 
 
-def make_strategy(fed: FederationConfig, phase: str, evaluate: bool, writer: JsonlWriter | None) -> RoundLogMixin:
+def make_strategy(fed: FederationConfig, phase: str, evaluate: bool, writer: JsonlWriter | None,
+                  downlink: DownLink | None = None) -> RoundLogMixin:  # fmt: skip
     """The configured strategy for one phase: every connected site takes part in every round.
 
     A round waits up to ``federation.node_wait_s`` for ``federation.min_sites`` sites, then goes on with at least
@@ -390,6 +386,8 @@ def make_strategy(fed: FederationConfig, phase: str, evaluate: bool, writer: Jso
         "evaluate_metrics_aggr_fn": average_metrics,
     }
     strategy = cls(**common, **cls.options(fed))
-    strategy.setup_logging(phase, writer, fed.transport, fed.max_update_norm_ratio, fed.max_examples_per_site)
+    strategy.setup_logging(phase, writer, fed.transport, fed.max_update_norm_ratio, fed.max_examples_per_site,
+                           downlink)  # fmt: skip
     strategy.setup_rounds(fed.min_sites, quorum, fed.node_wait_s)
+    strategy.max_buffered_bytes = fed.max_buffered_mb * 10**6
     return strategy

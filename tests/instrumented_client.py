@@ -19,7 +19,7 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
 from client import app as production
-from endofed.federated.bytes import zero_delta
+from endofed.federated.bytes import SCALE_SUFFIX, zero_delta
 from endofed.federated.faults import NODE_CONFIG_KEY, Reply, leaking_exception, parse_fault_plan, spoil
 from endofed.federated.protocol import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, PHASE, PRETRAIN, SERVER_ROUND
 
@@ -34,7 +34,7 @@ def echo_reply(msg: Message) -> ArrayRecord:
     instead (same bytes, new content). A delta reply carries the low byte of every received value with scale 0:
     as many bytes as a real delta, decoding to exactly the weights sent.
     """
-    received = {k: v.numpy() for k, v in msg.content[ARRAYS].items()}
+    received = {k: v.numpy() for k, v in msg.content[ARRAYS].items() if not k.endswith(SCALE_SUFFIX)}
     if production.reply_mode(msg) != "delta_int8":
         return ArrayRecord({k: Array(np.roll(v, 1)) for k, v in received.items()})
     payload = zero_delta({k: v.shape for k, v in received.items()})

@@ -56,7 +56,9 @@ GONE_S = 30  # a SIGKILLed process (group) to be gone
 RUN_S = 600  # endofed-server to exit after its last (re)start
 HOSTILE_RUN_S = 1500  # the same for 16 rounds, 15 with a hostile reply, and a SuperNode restarted until it joins
 
-RESUME_RUN = ("federation.strategy=fedadam", "federation.pretrain_rounds=3", "federation.finetune_rounds=2")
+# int8 both ways: the down-link's view and holders are part of the state a resumed coordinator must restore
+RESUME_RUN = ("federation.strategy=fedadam", "federation.pretrain_rounds=3", "federation.finetune_rounds=2",
+              "federation.transport=delta_int8")  # fmt: skip
 CRASHES = (("pretrain", 2), ("finetune", 2))  # kill the coordinator while these rounds are under way
 
 
@@ -192,7 +194,7 @@ def _site_dir(fed: Federation, name: str) -> Path:
 
 DROPOUT_RUN = ("federation.min_sites=3", "federation.quorum=2", "federation.pretrain_rounds=5",
                "federation.finetune_rounds=0", "federation.node_wait_s=20",
-               "federation.round_timeout_s=150")  # fmt: skip
+               "federation.round_timeout_s=150", "federation.transport=delta_int8")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -238,6 +240,13 @@ def test_a_site_killed_mid_run_is_left_out_within_the_timeout_and_rejoins_losing
     assert [r["round"] for r in rounds] == [1, 2, 3, 4, 5] and sites_per_round[0] == 3
     assert 2 in sites_per_round and sites_per_round[-1] == 3  # left out, then back for the last round
     assert {s["node"] for s in rounds[-1]["sites"]} == {s["node"] for s in rounds[0]["sites"]}  # same node id
+    # int8 down-link: the rejoined site holds no base the server knows of, so its first round back brings the
+    # full fp32 weights (4x an int8 delta); the others get deltas throughout
+    gone = sites_per_round.index(2)
+    (missing,) = {s["node"] for s in rounds[0]["sites"]} - {s["node"] for s in rounds[gone]["sites"]}
+    back = next(r for r in rounds[gone:] if missing in {s["node"] for s in r["sites"]})
+    down = {s["node"]: s["bytes_down"] for s in back["sites"]}
+    assert all(down[missing] > 3.9 * value for node, value in down.items() if node != missing), down
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["sites"]) == 3  # the rejoined site was tested too
     # Nothing on the site's disk was lost: its record of round 1 (before the crash) is still there, and its local

@@ -9,19 +9,22 @@ plain numpy arrays:
   (round-to-nearest-even, relative error <= 2**-8: 8 significant bits).
 * ``delta_int8``: ``q = round((x - reference) / scale)`` as ``int8`` in ``[-127, 127]`` with one float32
   ``scale = max|x - reference| / 127`` per tensor, sent under ``<key>`` and ``<key>#scale`` (1 byte per value
-  + 4 per tensor). Decoding gives ``reference + q * scale``; per element the error is at most ``scale / 2``.
+  + 4 per tensor). Decoding gives ``reference + q * scale``; per element the error is at most ``scale / 2`` (plus
+  float32 rounding: both ends compute in float32, with the same operations, so they decode the same bits).
   Both sides must hold the same reference (the global state of the round).
 
 Decoded states are always float32.
 
 A federation's ``transport`` (``federation.transport``) names the codec of each direction (:func:`link_modes`):
-``fp32`` and ``bf16`` use their codec both ways; ``delta_int8`` sends the global weights down as ``bf16`` (a site
-holds no earlier global state to take a delta against: every message starts a fresh process) and the site's
-update up as ``delta_int8`` against exactly the bf16 weights it received, which the server also knows.
+``fp32`` and ``bf16`` use their codec both ways; ``delta_int8`` sends int8 deltas both ways. Down, the delta is
+against the weights the site received last round, which it keeps on disk (:mod:`endofed.federated.downlink`:
+the first round, and a site that does not hold that base, get the full weights); up, against exactly the weights
+it received this round, which the server also knows.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -31,7 +34,7 @@ from endofed.federated.arrays import StateLike, key_mismatch, state_to_numpy, to
 from endofed.federated.schema import ArraySpec
 
 TRANSPORT_MODES = ("fp32", "bf16", "delta_int8")
-_LINKS = {"fp32": ("fp32", "fp32"), "bf16": ("bf16", "bf16"), "delta_int8": ("bf16", "delta_int8")}
+_LINKS = {"fp32": ("fp32", "fp32"), "bf16": ("bf16", "bf16"), "delta_int8": ("delta_int8", "delta_int8")}
 SCALE_SUFFIX = "#scale"
 INT8_LEVELS = 127  # symmetric: -127..127, so that q and -q are both representable
 
@@ -61,7 +64,7 @@ def _check_mode(mode: str) -> None:
 def link_modes(transport: str) -> tuple[str, str]:
     """The codecs of a federation transport: ``(down, up)``, server -> site and site -> server.
 
-    Example: ``link_modes("delta_int8") == ("bf16", "delta_int8")``.
+    Example: ``link_modes("bf16") == ("bf16", "bf16")``.
 
     Raises:
         ValueError: on an unknown transport.
@@ -128,16 +131,18 @@ def _encode_delta(state: NumpyState, reference: NumpyState) -> NumpyState:
     for key, value in state.items():
         if value.shape != reference[key].shape:
             raise ValueError(f"{key!r} has shape {value.shape}, reference has {reference[key].shape}")
-        delta = value.astype(np.float64) - reference[key].astype(np.float64)
-        if not np.isfinite(delta).all():
-            raise ValueError(f"{key!r} has NaN or Inf values; cannot quantise them")
+        delta = np.subtract(value, reference[key], dtype=np.float32)  # float32 throughout: half the memory traffic
         peak = float(np.abs(delta).max()) if delta.size else 0.0
+        if not math.isfinite(peak):
+            raise ValueError(f"{key!r} has NaN or Inf values; cannot quantise them")
         scale = np.float32(peak / INT8_LEVELS)
         if scale > 0:
-            quantised = np.clip(np.rint(delta / np.float64(scale)), -INT8_LEVELS, INT8_LEVELS)
+            np.divide(delta, scale, out=delta)
+            np.rint(delta, out=delta)
+            quantised = np.clip(delta, -INT8_LEVELS, INT8_LEVELS, out=delta).astype(np.int8)
         else:
-            quantised = np.zeros(delta.shape)
-        payload[key] = quantised.astype(np.int8)
+            quantised = np.zeros(delta.shape, dtype=np.int8)
+        payload[key] = quantised
         payload[key + SCALE_SUFFIX] = np.array([scale], dtype=np.float32)
     return payload
 
@@ -155,8 +160,9 @@ def _decode_delta(payload: NumpyState, reference: NumpyState) -> NumpyState:
             raise ValueError(f"{key!r} must be int8 of shape {ref.shape}, got {quantised.dtype} {quantised.shape}")
         if scale.shape != (1,) or not np.isfinite(scale).all() or scale[0] < 0:
             raise ValueError(f"{key + SCALE_SUFFIX!r} must be one finite scale >= 0, got {scale!r}")
-        decoded = ref.astype(np.float64) + quantised.astype(np.float64) * np.float64(scale[0])
-        state[key] = decoded.astype(np.float32)
+        decoded = quantised.astype(np.float32)
+        np.multiply(decoded, np.float32(scale[0]), out=decoded)
+        state[key] = np.add(decoded, ref, dtype=np.float32)
     return state
 
 

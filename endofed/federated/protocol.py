@@ -27,6 +27,10 @@ LOCAL_EPOCHS = "local-epochs"  # train: epochs this round; evaluate: > 0 = fine-
 PROXIMAL_MU = "proximal-mu"  # FedProx mu (Flower's own key); 0 or absent = FedAvg
 TRANSPORT = "transport"  # codec of the arrays: fp32, bf16 or delta_int8 (endofed.federated.bytes)
 DEFAULT_TRANSPORT = "fp32"
+# int8 down-link (transport delta_int8, endofed.federated.downlink): each message's own codec and digests
+DOWN_CODEC = "down-codec"  # delta_int8 (against the base below), or the full weights: bf16 (first round) or fp32
+BASE_DIGEST = "base-digest"  # state_digest of the weights the delta is added to (a delta only)
+VIEW_DIGEST = "view-digest"  # state_digest of the weights the site holds after decoding
 
 # ---------------------------------------------------------------------------------------------------- metric keys
 # (site -> server, in the ``metrics`` record; numbers only)

@@ -17,6 +17,7 @@ from endofed.errors import ConfigError, DataError, EndofedError
 
 SITE_DATA, SITE_CONFIG, SITE_STORAGE, SITE_RESOURCES, SITE_REFUSED, SITE_INTERNAL = 101, 102, 103, 104, 105, 199
 SITE_REFUSED_GLOBAL, SITE_DIVERGED, SITE_WITHHELD = 106, 107, 108
+SITE_BASE_UNKNOWN = 111  # int8 down-link: the site does not hold the weights a delta is against
 SITE_NOT_APPROVED = 110  # sent by the site's approval gate (endofed.approval), not by the ClientApp
 
 SENTENCES: dict[int, str] = {
@@ -29,6 +30,8 @@ SENTENCES: dict[int, str] = {
     "or dtypes, or too far from the last global it knows); its local state is unchanged",
     SITE_DIVERGED: "local training produced non-finite weights; the site kept its previous local state",
     SITE_NOT_APPROVED: "this site has not approved the app bundle of the run (its hash is not in approved_apps)",
+    SITE_BASE_UNKNOWN: "the site does not hold the weights this delta is relative to (int8 down-link); it needs "
+    "the full weights, which the coordinator sends in its next round",
     SITE_WITHHELD: "the site withheld its reply: it held more than the protocol allows; see the site's logs",
     SITE_INTERNAL: "the site's endofed code failed unexpectedly; see the site's logs",
 }
@@ -47,11 +50,16 @@ class WithheldReply(EndofedError):
     """A reply held more than the protocol allows (:mod:`endofed.federated.audit`): the site does not send it."""
 
 
+class BaseUnknown(EndofedError):
+    """An int8 down-link delta names a base the site does not hold, or decodes to other weights than announced."""
+
+
 # The first entry whose types ``exc`` is an instance of gives its code (the specific ones before their bases).
 CATEGORIES: tuple[tuple[tuple[type[BaseException], ...], int], ...] = (
     ((GlobalRefused,), SITE_REFUSED_GLOBAL),
     ((StateNotFinite,), SITE_DIVERGED),
     ((WithheldReply,), SITE_WITHHELD),
+    ((BaseUnknown,), SITE_BASE_UNKNOWN),
     ((DataError,), SITE_DATA),
     ((ConfigError,), SITE_CONFIG),
     ((OSError,), SITE_STORAGE),

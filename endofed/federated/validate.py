@@ -15,7 +15,7 @@ from endofed.federated.arrays import StateLike, key_mismatch, state_to_numpy
 
 
 def update_norm_ratio(state: StateLike, reference_state: StateLike) -> float:
-    """``||state - reference|| / ||reference||`` over all entries together (L2, float64).
+    """``||state - reference|| / ||reference||`` over all entries together (L2; squares summed in float64).
 
     Both states must have the same keys and shapes (see :func:`validate_update`). A zero reference gives
     ``0.0`` for a zero update and ``inf`` otherwise.
@@ -23,10 +23,11 @@ def update_norm_ratio(state: StateLike, reference_state: StateLike) -> float:
     update_sq = 0.0
     reference_sq = 0.0
     arrays, reference = state_to_numpy(state), state_to_numpy(reference_state)
-    for key, ref in reference.items():
-        ref64 = ref.astype(np.float64)
-        update_sq += float(np.sum((arrays[key].astype(np.float64) - ref64) ** 2))
-        reference_sq += float(np.sum(ref64**2))
+    for key, ref in reference.items():  # differences in the arrays' own dtype, sums of squares in float64
+        delta = np.subtract(arrays[key], ref).ravel()
+        flat = np.asarray(ref).ravel()
+        update_sq += float(np.einsum("i,i->", delta, delta, dtype=np.float64))
+        reference_sq += float(np.einsum("i,i->", flat, flat, dtype=np.float64))
     if reference_sq == 0:
         return 0.0 if update_sq == 0 else math.inf
     return math.sqrt(update_sq / reference_sq)

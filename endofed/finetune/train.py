@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from endofed.config import FinetuneConfig
+from endofed.errors import DataError
 from endofed.finetune.augment import AugmentParams, random_augment
 from endofed.models.classifier import Classifier3D, modality_presence
 from endofed.optim import decays, epoch_seed, lr_at
@@ -259,6 +260,7 @@ def finetune_epochs(
 
     Raises:
         ValueError: on an empty loader, a bad epoch range, or ``class_weighted`` without ``class_counts``.
+        DataError: ``class_weighted`` with a class that has no training case (the site's data cannot support it).
     """
     batches = len(loader)
     epochs = cfg.epochs - first_epoch if num_epochs is None else num_epochs
@@ -269,6 +271,9 @@ def finetune_epochs(
         )
     if cfg.class_weighted and class_counts is None:
         raise ValueError("finetune.class_weighted is true: pass class_counts (training cases per class)")
+    if cfg.class_weighted and class_counts is not None and (len(class_counts) < 2 or min(class_counts) <= 0):
+        raise DataError(f"the labelled training cases hold fewer than two classes (cases per class "
+                        f"{list(class_counts)}): class-weighted fine-tuning needs both", "one_class")  # fmt: skip
     model.to(device)
     optimizer = optimizer or make_finetune_optimizer(model, cfg, device)
     weight = class_weights(class_counts).to(device) if cfg.class_weighted and class_counts is not None else None

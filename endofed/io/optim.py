@@ -6,6 +6,7 @@ per-parameter tensors to ``state.<index>.<name>`` keys and keeps ``param_groups`
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -13,11 +14,23 @@ import torch
 _PREFIX = "state."
 
 
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Flatten an optimiser's state: ``(tensors, {"param_groups": [...]})``."""
+def optimizer_tensors(
+    optimizer: torch.optim.Optimizer, params: Collection[torch.Tensor] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Flatten an optimiser's state: ``(tensors, {"param_groups": [...]})``.
+
+    Args:
+        optimizer: the optimiser.
+        params: keep the state of these parameters only (``None``: of all). The others restore with no state,
+            as if never stepped (:func:`restore_optimizer`); the parameter groups are always kept whole.
+    """
     state = optimizer.state_dict()
+    kept = None if params is None else {id(p) for p in params}
+    ordered = [p for group in optimizer.param_groups for p in group["params"]]  # state_dict()'s index order
     tensors: dict[str, torch.Tensor] = {}
     for index, entries in state["state"].items():
+        if kept is not None and id(ordered[index]) not in kept:
+            continue
         for name, value in entries.items():
             tensor = value if isinstance(value, torch.Tensor) else torch.tensor(value)
             tensors[f"{_PREFIX}{index}.{name}"] = tensor.detach().cpu().contiguous()

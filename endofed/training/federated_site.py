@@ -44,7 +44,7 @@ from endofed.federated.protocol import (
     TRAIN_SECONDS,
 )
 from endofed.federated.proximal import global_snapshot, proximal_term
-from endofed.federated.weights import ENCODER_PREFIX, encoder_state, load_shared, shared_keys
+from endofed.federated.weights import ENCODER_PREFIX, encoder_of, load_shared, shared_keys
 from endofed.finetune.metrics import binary_metrics
 from endofed.io.jsonl import append_jsonl
 from endofed.io.optim import optimizer_tensors
@@ -65,9 +65,9 @@ from endofed.training.site_state import (
 
 LOGGER = logging.getLogger(__name__)
 LOCAL, OPTIM = "local.", "optim."  # key prefixes in the site-local state file: own weights, optimiser state
-# Site-local state files that keep a content hash. The pre-training state (decoder + AdamW moments of the whole
-# MAE: ~0.8 GB for ViT-B, rewritten every round) goes without one (endofed.io.checkpoint: it never leaves the
-# site); the classifier's keeps it while :meth:`FederatedSite.test_predictions` reads it with the verifying loader.
+# Site-local state files that keep a content hash. The pre-training state (decoder + its AdamW moments: ~93 MB for
+# ViT-B, rewritten every round) goes without one (endofed.io.checkpoint: it never leaves the site); the
+# classifier's keeps it while :meth:`FederatedSite.test_predictions` reads it with the verifying loader.
 HASHED_STATE = (CLASSIFIER_STATE,)
 # The state a round continued from is kept next to it (``<name>/round-NNNN/``, endofed.training.site_state): when
 # the coordinator crashes after a site finished round k but before it received the reply, the resumed run repeats
@@ -80,7 +80,7 @@ class LocalState:
 
     Attributes:
         weights: the model's entries that are not shared (decoder or head; keys without prefix).
-        optimizer: the optimiser's tensors (see :func:`endofed.io.optim.optimizer_tensors`).
+        optimizer: the optimiser's tensors of those entries only (see :meth:`FederatedSite._save`).
         optimizer_meta: the optimiser's parameter groups (JSON).
     """
 
@@ -142,6 +142,8 @@ class RoundPlan:
         total_rounds: rounds of the phase (the learning-rate schedule spans all of them).
         local_epochs: local epochs in this round.
         proximal_mu: FedProx ``mu`` (0 = FedAvg).
+        received_digest: the received encoder's ``state_digest`` if already known (the int8 down-link checks
+            it), so that the round's save need not hash it again.
     """
 
     phase: str
@@ -149,6 +151,7 @@ class RoundPlan:
     total_rounds: int
     local_epochs: int
     proximal_mu: float = 0.0
+    received_digest: str | None = None
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
@@ -233,7 +236,18 @@ class FederatedSite:
 
     def _save(self, model: nn.Module, optimizer: torch.optim.Optimizer, name: str, plan: RoundPlan,
               received: Mapping[str, Any]) -> None:  # fmt: skip
-        """Save the site-local weights, the optimiser state and the received encoder after a round (atomically).
+        """Save the site-local weights, their optimiser state and the received encoder after a round (atomically).
+
+        **Only the site's own entries keep their AdamW moments across rounds** (decoder or head, and any encoder
+        entry the key policy keeps local). The shared encoder's moments are not saved, so every round's AdamW
+        starts them fresh (zero moments, step 0): the round begins at the received global, which is not the point
+        whose gradients the site's moments averaged (the aggregate of every site's round), and the first moment
+        is the site's own drift direction, which a persisted momentum would keep pushing after averaging has
+        undone it (FedAvg's and FedOpt's clients keep no optimiser state between rounds). The decoder and head
+        never leave the site and continue where they stopped, so their moments stay meaningful. The moments of
+        the shared encoder were 0.69 GB of the 1.13 GB a ViT-B site wrote per round (local state + received
+        global); 93 MB of decoder and its moments remain. A state saved before this rule (its ``optim.*`` include
+        the encoder's) restores them once, as before.
 
         Raises:
             StateNotFinite: local training ended with NaN or Inf anywhere (encoder included): the round is refused
@@ -243,10 +257,11 @@ class FederatedSite:
         shared = {f"{ENCODER_PREFIX}{k}" for k in shared_keys(model)}
         require_finite({k: state[k] for k in shared}, "trained encoder")
         tensors = {f"{LOCAL}{k}": v for k, v in state.items() if k not in shared}
-        optim, meta = optimizer_tensors(optimizer)
+        own = [p for n, p in model.named_parameters() if n not in shared]  # what continues at the site
+        optim, meta = optimizer_tensors(optimizer, params=own)
         tensors.update({f"{OPTIM}{k}": v for k, v in optim.items()})
         self.stores[name].save((plan.phase, plan.server_round, plan.total_rounds), tensors, {"optimizer": meta},
-                               received, base=self.restored.get(name))  # fmt: skip
+                               received, base=self.restored.get(name), digest=plan.received_digest)  # fmt: skip
 
     # ------------------------------------------------------------------ rounds
     def train(
@@ -269,7 +284,17 @@ class FederatedSite:
             TRAIN_LOSS: float(history[-1]["loss"]),
             TRAIN_SECONDS: float(sum(h["seconds"] for h in history)),
         }
-        return encoder_state(result.model), metrics
+        return self._trained_encoder(result.model), metrics
+
+    @staticmethod
+    def _trained_encoder(model: nn.Module) -> dict[str, torch.Tensor]:
+        """The trained shared entries for the reply: :func:`~endofed.federated.weights.encoder_state`, uncopied.
+
+        The model is dropped once the round is saved, so a float32 CPU model's weights go out as they are (a copy
+        would cost 0.35 GB of memory traffic per ViT-B round); on another device or dtype they are converted.
+        """
+        live = encoder_of(model).state_dict()
+        return {k: live[k].detach().to(device="cpu", dtype=torch.float32) for k in shared_keys(model)}
 
     @staticmethod
     def _regulariser(encoder: nn.Module, mu: float) -> Callable[[], torch.Tensor] | None:

@@ -16,7 +16,8 @@ by the triangle inequality), while a coordinator's 1e36-scaled or unrelated enco
 **Layout** (``<work_dir>/federation/<run key>/<name>/``, ``name`` = ``mae`` or ``classifier``)::
 
     round-0004/state.safetensors + state.json    local.* (decoder or head) and optim.* tensors of round 4
-    round-0004/global.safetensors + global.json  the encoder the site received for round 4 (its last known global)
+    round-0004/global.safetensors + global.json  the encoder the site received for round 4 (its last known global,
+                                                 with its digest: the base of an int8 down-link delta)
     round-0003/...                               the state round 4 continued from: a repeated round 4 redoes it
 
 **Writing** (:meth:`RoundStore.save`) is atomic by one directory rename: both checkpoints go into
@@ -52,17 +53,19 @@ import numpy as np
 import torch
 
 from endofed.federated.arrays import StateLike, key_mismatch, state_to_numpy, to_tensor
+from endofed.federated.downlink import state_digest
 from endofed.federated.protocol import PHASES
 from endofed.federated.rounds import site_state_to_resume
 from endofed.federated.site_errors import GlobalRefused, StateNotFinite
 from endofed.federated.validate import update_norm_ratio
-from endofed.io.checkpoint import load_checkpoint, save_checkpoint
+from endofed.io.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 
 LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_CHANGE_PER_ROUND = 0.5  # ||received - last known global|| / ||last known global|| per round apart (see above)
 STATE_FILE, GLOBAL_FILE = "state.safetensors", "global.safetensors"
+DIGEST_KEY = "digest"  # global.json: the received encoder's state_digest (the int8 down-link's base)
 ROUND_PREFIX, PARTIAL_PREFIX, TRASH_PREFIX = "round-", ".partial-", ".trash-"
 KILL_ENV = "ENDOFED_TEST_KILL_AT"  # test-only: the write step at which the process SIGKILLs itself
 WRITE_STEPS = ("partial-dir", "state-written", "global-written", "old-round-aside", "round-renamed", "pruned")
@@ -77,8 +80,8 @@ def fault_point(step: str) -> None:
 # ---------------------------------------------------------------------------------------------------- checks
 def require_finite(tensors: Mapping[str, torch.Tensor], what: str) -> None:
     """Raise :class:`StateNotFinite` naming the first floating-point entry of ``tensors`` with NaN or Inf."""
-    for key, tensor in tensors.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+    for key, tensor in tensors.items():  # min and max are NaN if any value is, +-Inf if any is: one fast pass
+        if tensor.is_floating_point() and tensor.numel() and not all(map(math.isfinite, torch.aminmax(tensor))):
             raise StateNotFinite(f"{what}: {key!r} contains NaN or Inf; nothing of this round is saved")
 
 
@@ -270,6 +273,25 @@ class RoundStore:
             return known
         return None
 
+    def global_with_digest(self, digest: str) -> dict[str, np.ndarray] | None:
+        """The received encoder of a kept round whose digest (:func:`state_digest`) is ``digest``, or ``None``.
+
+        Only the small JSON metadata is read until one matches. Its arrays are not hashed again here: what the
+        site decodes from them is checked against the digest the coordinator announced (``client/app.py``).
+        """
+        for server_round in reversed(self.rounds()):
+            path = self.round_path(server_round, GLOBAL_FILE)
+            try:
+                meta = read_metadata(path, verify_hash=False)
+                if meta is None or meta.get(DIGEST_KEY) != digest:
+                    continue
+                tensors, _ = load_checkpoint(path, verify_hash=False)
+            except (ValueError, OSError) as exc:
+                LOGGER.debug("site state %s: round %d's global unreadable (%s)", self.folder, server_round, exc)
+                continue
+            return {k: v.numpy() for k, v in tensors.items()}
+        return None
+
     def save(
         self,
         plan: tuple[str, int, int],
@@ -277,6 +299,7 @@ class RoundStore:
         metadata: Mapping[str, Any],
         received: StateLike,
         base: int | None,
+        digest: str | None = None,
     ) -> Path:
         """Commit one round's state and the encoder it received, atomically; drop what is no longer needed.
 
@@ -286,6 +309,7 @@ class RoundStore:
             metadata: their JSON metadata (``round``, ``phase`` and ``total_rounds`` are added).
             received: the encoder received for this round (already checked).
             base: the round this one continued from (kept for a repeat), ``None`` if from the initial weights.
+            digest: ``state_digest(received)`` if the caller has it (else it is computed here).
 
         Returns:
             The committed round folder.
@@ -305,7 +329,8 @@ class RoundStore:
         fault_point("partial-dir")
         save_checkpoint(partial / STATE_FILE, tensors, {**metadata, **about}, content_hash=self.hashed)
         fault_point("state-written")
-        save_checkpoint(partial / GLOBAL_FILE, received_tensors, about, content_hash=False)
+        digest = digest or state_digest({k: v.numpy() for k, v in received_tensors.items()})
+        save_checkpoint(partial / GLOBAL_FILE, received_tensors, about | {DIGEST_KEY: digest}, content_hash=False)
         fault_point("global-written")
         _fsync_dir(partial)
         target = self.folder / round_folder_name(server_round)

@@ -17,6 +17,7 @@ from client.app import app as client_app
 from endofed.cli.common import LOG_DIR_ENV
 from endofed.config import load_config, load_site_config
 from endofed.federated.audit import WithheldReply
+from endofed.federated.downlink import state_digest
 from endofed.federated.schema import EVALUATE_METRICS
 from endofed.federated.site_errors import ERROR_LOG, SITE_CONFIG, SITE_DATA, error_reason
 from endofed.federated.weights import encoder_state
@@ -149,7 +150,8 @@ def test_delta_int8_reply_is_a_quarter_of_fp32_and_passes_the_audit(sites):
 
     sent = _global_encoder()
     wire, received = _bf16_wire(sent)
-    config = {"phase": "pretrain", "server-round": 1, "total-rounds": 1, "local-epochs": 1, "transport": "delta_int8"}
+    config = {"phase": "pretrain", "server-round": 1, "total-rounds": 1, "local-epochs": 1, "transport": "delta_int8",
+              "down-codec": "bf16", "view-digest": state_digest(received)}  # fmt: skip
     context = _context(sites, 0)
     context.run_config["run-key"] = "delta"
     reply = client_app(_message(MessageType.TRAIN, wire, config), context)
@@ -173,11 +175,13 @@ def test_echo_moves_as_many_bytes_as_a_real_reply(sites, transport):
 
     sent = _global_encoder()
     down, up = link_modes(transport)
+    down = "bf16" if down == "delta_int8" else down  # the int8 down-link's first round: full bf16 weights
     wire = {k: torch.from_numpy(v) for k, v in to_transport(sent, down).items()}
     received = from_transport(to_transport(sent, down), down)
     context = _context(sites, 0)
     context.run_config[ECHO] = True
-    config = {"phase": "pretrain", "server-round": 1, "total-rounds": 1, "local-epochs": 1, "transport": transport}
+    config = {"phase": "pretrain", "server-round": 1, "total-rounds": 1, "local-epochs": 1, "transport": transport,
+              "down-codec": down}  # fmt: skip
     reply = instrumented_app(_message(MessageType.TRAIN, wire, config), context)
     arrays = {k: v.numpy() for k, v in reply.content["arrays"].items()}
     assert state_nbytes(arrays) == state_nbytes(to_transport(received, up, received))  # a real reply's size

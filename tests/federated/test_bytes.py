@@ -170,7 +170,7 @@ def test_bad_delta_payloads_are_refused():
 def test_link_modes_by_hand():
     assert link_modes("fp32") == ("fp32", "fp32")
     assert link_modes("bf16") == ("bf16", "bf16")
-    assert link_modes("delta_int8") == ("bf16", "delta_int8")  # no delta reference at a site for the down-link
+    assert link_modes("delta_int8") == ("delta_int8", "delta_int8")  # down: against the weights a site holds
     with pytest.raises(ValueError, match="transport mode must be one of"):
         link_modes("int8_delta")
 

@@ -169,6 +169,17 @@ def test_refuses_missing_class_counts_and_empty_loader():
         finetune_epochs(fresh_classifier(), DataLoader([], batch_size=4), cfg, CPU, seed=0, class_counts=[1, 1])
 
 
+def test_a_one_class_training_set_is_the_sites_data_not_a_bug():
+    from endofed.errors import DataError
+    from endofed.federated.site_errors import SITE_DATA, category
+
+    cfg = FinetuneConfig(epochs=1, batch_size=4)
+    loader = DataLoader(separable_cases(4), batch_size=4)
+    with pytest.raises(DataError, match=r"fewer than two classes \(cases per class \[0, 3\]\)") as caught:
+        finetune_epochs(fresh_classifier(), loader, cfg, CPU, seed=0, class_counts=[0, 3])
+    assert category(caught.value) == SITE_DATA  # a site replies "data check failed", not "endofed failed"
+
+
 def test_predict_keeps_order_and_restores_training_mode():
     model = fresh_classifier()
     model.train()

@@ -107,25 +107,48 @@ def _record(**arrays: list[float]):
     return ArrayRecord({k: Array(np.array(v, dtype=np.float32)) for k, v in arrays.items()})
 
 
-def test_delta_int8_sends_bf16_and_adds_int8_deltas_to_the_float32_master():
+def _train_messages(*nodes: int):
+    from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+
+    return [Message(RecordDict({"config": ConfigRecord({"phase": "pretrain"})}), message_type=MessageType.TRAIN,
+                    dst_node_id=node) for node in nodes]  # fmt: skip
+
+
+def test_delta_int8_down_link_bf16_first_then_int8_to_holders_and_fp32_to_the_rest():
     import numpy as np
     from flwr.app import Array, ArrayRecord
 
-    from endofed.federated.bytes import to_transport
+    from endofed.federated.bytes import from_transport, to_transport
 
     strategy = make_strategy(FederationConfig(transport="delta_int8"), "pretrain", False, None)
-    assert (strategy.down, strategy.up) == ("bf16", "delta_int8")
+    assert (strategy.down, strategy.up) == ("delta_int8", "delta_int8")
     master = _record(w=[1.0 + 2**-10, 2.0, -0.5, 0.0])  # 1 + 2^-10 is not a bfloat16
-    wire = strategy.prepare_round(master)
-    assert wire["w"].numpy().dtype == np.uint16 and strategy._sent_bytes == 4 * 2
-    sent = {"w": np.array([1.0, 2.0, -0.5, 0.0], dtype=np.float32)}  # what the site decodes
+    strategy.prepare_round(master)
+    first = strategy.address(_train_messages(5, 6))
+    assert [m.content["config"]["down-codec"] for m in first] == ["bf16", "bf16"]  # no site holds a base yet
+    assert first[0].content["arrays"]["w"].numpy().dtype == np.uint16 and strategy.bytes_down(5) == 4 * 2
+    assert "base-digest" not in first[0].content["config"] and first[0].content["config"]["phase"] == "pretrain"
+    sent = {"w": np.array([1.0, 2.0, -0.5, 0.0], dtype=np.float32)}  # what the site decodes: the view
+    np.testing.assert_array_equal(strategy._sent["w"], sent["w"])
     trained = {"w": sent["w"] + np.array([0.0254, -0.01, 0.001, 0.0], dtype=np.float32)}
     payload = ArrayRecord({k: Array(v) for k, v in to_transport(trained, "delta_int8", sent).items()})
     assert list(payload) == ["w", "w#scale"] and payload["w"].numpy().tolist() == [127, -50, 5, 0]
     decoded = strategy.decode_reply(payload)["w"].numpy()
     assert decoded.dtype == np.float32
-    # master + delta (not bf16(master) + delta): the 2^-10 the bf16 down-link rounded away is kept
+    # master + delta (not view + delta): the 2^-10 the down-link rounded away is kept
     np.testing.assert_allclose(decoded, [1.0 + 2**-10 + 0.0254, 1.99, -0.499, 0.0], atol=1e-6)
+
+    strategy.confirm(5)  # node 5 answered round 1; node 6 did not
+    strategy.prepare_round(_record(w=[1.0 + 2**-10 + 0.0254, 1.99, -0.499, 0.0]))
+    second = {m.metadata.dst_node_id: m for m in strategy.address(_train_messages(5, 6))}
+    delta, full = second[5].content, second[6].content
+    assert delta["config"]["down-codec"] == "delta_int8" and full["config"]["down-codec"] == "fp32"
+    assert delta["config"]["view-digest"] == full["config"]["view-digest"]  # both end up holding the same view
+    assert strategy.bytes_down(5) == 4 * 1 + 4 and strategy.bytes_down(6) == 4 * 4  # int8 + scale / fp32
+    arrays = {k: v.numpy() for k, v in delta["arrays"].items()}
+    view = from_transport(arrays, "delta_int8", sent)
+    np.testing.assert_array_equal(view["w"], full["arrays"]["w"].numpy())
+    np.testing.assert_array_equal(view["w"], strategy._sent["w"])
 
 
 def test_unchanged_delta_reply_gives_back_the_master_exactly():
@@ -173,6 +196,7 @@ def test_fedavg_round_of_int8_deltas_by_hand(tmp_path):
     writer = JsonlWriter(tmp_path / "rounds.jsonl")
     strategy = make_strategy(FederationConfig(transport="delta_int8", min_sites=2), "pretrain", False, writer)
     strategy.prepare_round(_record(w=[1.0 + 2**-10, 2.0]))
+    strategy.address(_train_messages(5, 6, 7))
     sent = strategy._sent
     replies = []
     for node, delta, volumes in ((5, [0.01, 0.0], 1), (6, [0.0, -0.02], 3), (7, None, 4)):

@@ -185,6 +185,21 @@ def test_a_torn_global_is_passed_over_for_an_older_one(tmp_path):
     assert store.last_global().server_round == 2
 
 
+def test_a_kept_global_is_found_by_its_digest_the_int8_down_links_base(tmp_path):
+    from endofed.federated.downlink import state_digest
+
+    store = _store(tmp_path)  # rounds 2 and 3 kept, their globals all-2 and all-3
+    two, three = ({"w": np.full(2, v, np.float32)} for v in (2.0, 3.0))
+    assert store.global_with_digest(state_digest(two))["w"].tolist() == [2.0, 2.0]  # the older kept round too
+    assert store.global_with_digest(state_digest(three))["w"].tolist() == [3.0, 3.0]
+    assert store.global_with_digest(state_digest({"w": np.full(2, 1.0, np.float32)})) is None  # pruned round 1
+    store.save(("pretrain", 4, 5), _tensors(4), {"optimizer": {}}, {"w": np.full(2, 4.0, np.float32)}, 3,
+               digest="given-by-the-caller")  # fmt: skip
+    assert store.global_with_digest("given-by-the-caller")["w"].tolist() == [4.0, 4.0]  # not hashed again
+    store.round_path(3, GLOBAL_FILE).write_bytes(b"")  # a torn global is no base
+    assert store.global_with_digest(state_digest(three)) is None
+
+
 def test_dp_allowance_by_hand():
     # z = 1, C = 0.5, 2 sites, 10 000 values: the clipped mean moves <= 0.5, the noise (std 0.25) <= 0.25 x 110
     assert dp_allowance(1.0, 0.5, 2, 10_000) == pytest.approx(0.5 + 0.25 * (100 + 10))

@@ -1,0 +1,358 @@
+"""How the coordinator scales with the number of sites: round time, aggregation time and peak server RSS vs N.
+
+Simulation (default): for each N (default 3, 10, 30, 100) one ``endofed-sim`` run
+(:func:`endofed.launch.simulation.run_simulation`: the real ServerApp under Flower's Ray engine), two variants:
+  tiny       configs/tiny.yaml, the real ClientApp, a few tiny synthetic volumes per site (sites train).
+  echo-vits  a ViT-S encoder (embed 384, depth 12, 6 heads, ~88 MB fp32) and the tests' instrumented ClientApp
+             in echo mode (``tests/instrumented_client.py``: as many bytes back as a real reply, no training).
+From the server's ``rounds.jsonl``: median ``round_seconds`` and ``aggregation_seconds`` over the train rounds
+after the first (round 1 includes Ray actor start and torch imports). A sampler thread reads /proc every 0.2 s:
+this run's SuperLink (the ``flower-superlink`` naming this run's database) and, among its descendants, the
+``flwr-simulation`` process, which runs the ServerApp and the Ray driver (the actors are other processes). Its
+peak is the kernel's high-water mark ``VmHWM`` (exact); "private" is the sampled peak of ``RssAnon``, its own
+heap without the shared pages of Ray's object store. ``--rss-limit-gb`` kills the ServerApp process (by PID)
+above that RSS, so a sweep cannot exhaust a shared machine; that N is then reported as aborted.
+
+Deployment (``--deployment 2 4 8``): K real ``endofed-client`` SuperNodes and ``endofed-server`` on 127.0.0.1
+with TLS and SuperNode authentication (``tests/deploy_kit.py``), tiny model: rounds completed, median round
+time, round time per added site, peak RSS of ``flwr-serverapp``.
+
+Usage: python benchmarks/federation_scale.py [--sites 3 10 30 100] [--rounds 3] [--variant tiny|echo-vits|both]
+           [--out DIR] [--plot docs/federation-scale.png] [--before OLD/results.json] [--deployment 2 4 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the instrumented app and the deployment kit live with the tests
+from benchmarks.federation_overhead import make_sites  # noqa: E402
+from benchmarks.proc_status import argv_of, children, descendants, is_program, status_bytes  # noqa: E402
+from endofed.launch.processes import LaunchError  # noqa: E402
+from endofed.launch.simulation import SimulationRequest, run_simulation  # noqa: E402
+from tests.instrumented import build_instrumented_app  # noqa: E402
+
+TINY = ROOT / "configs" / "tiny.yaml"
+VITS = ("model.embed_dim=384", "model.depth=12", "model.num_heads=6")
+VARIANTS = ("tiny", "echo-vits")
+SERVER_PROGRAMS = ("flwr-simulation", "flwr-serverapp")  # the process that runs the ServerApp
+MB = 1e6
+
+
+@dataclasses.dataclass
+class Result:
+    """One run's numbers (seconds, bytes); ``error`` says why a run did not finish."""
+
+    variant: str
+    sites: int
+    rounds: int = 0
+    model_bytes: int = 0
+    round_s: float = float("nan")
+    aggregation_s: float = float("nan")
+    server_peak: int = 0
+    server_private_peak: int = 0  # RssAnon: the process's own heap (numpy arrays, Python objects); no shared pages
+    superlink_peak: int = 0
+    wall_s: float = 0.0
+    error: str = ""
+
+
+class PeakSampler(threading.Thread):
+    """Peak RSS of the ServerApp process and of the SuperLink of the run whose database is ``database``."""
+
+    def __init__(self, database: Path, limit_bytes: int, interval_s: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.database, self.limit, self.interval = str(database), limit_bytes, interval_s
+        self.peaks = {"server": 0, "superlink": 0, "private": 0}
+        self.aborted = ""
+        self._done = threading.Event()
+
+    def _processes(self) -> dict[str, int]:
+        """PIDs of this run's SuperLink and ServerApp process (those found)."""
+        tree = children()
+        pids = [p for ps in tree.values() for p in ps]
+        links = [p for p in pids if self.database in argv_of(p) and is_program(p, ("flower-superlink",))]
+        if not links:
+            return {}
+        found = {"superlink": links[0]}
+        servers = [p for p in descendants(links[0], tree) if is_program(p, SERVER_PROGRAMS)]
+        if servers:
+            found["server"] = servers[0]
+        return found
+
+    def run(self) -> None:
+        """Sample until stopped."""
+        while not self._done.wait(self.interval):
+            for role, pid in self._processes().items():
+                rss = status_bytes(pid, "VmRSS")
+                self.peaks[role] = max(self.peaks[role], rss, status_bytes(pid, "VmHWM"))
+                if role == "server":  # Ray's object store is shared memory mapped into the driver: counted apart
+                    self.peaks["private"] = max(self.peaks["private"], status_bytes(pid, "RssAnon"))
+                if role == "server" and self.limit and rss > self.limit and not self.aborted:
+                    self.aborted = f"ServerApp RSS {rss / 1e9:.1f} GB passed --rss-limit-gb; killed PID {pid}"
+                    os.kill(pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """End sampling."""
+        self._done.set()
+        self.join(timeout=5)
+
+
+def _trim(site: Path, test_per_class: int) -> None:
+    """Keep a site's training subjects and ``test_per_class`` test subjects per label; delete the other volumes."""
+    lines = (site / "manifest.csv").read_text().splitlines()
+    kept, seen = [lines[0]], dict[str, int]()
+    for line in lines[1:]:
+        subject, _, _, label, split = line.split(",")
+        seen[label] = seen.get(label, 0) + (split == "test")
+        if split == "train" or seen[label] <= test_per_class:
+            kept.append(line)
+        else:
+            shutil.rmtree(site / "data" / subject, ignore_errors=True)
+    (site / "manifest.csv").write_text("\n".join(kept) + "\n")
+
+
+def prepare_sites(data: Path, count: int, subjects: int) -> list[Path]:
+    """``count`` site YAMLs on CPU over 3 small synthetic sites (demo3 protocols, cut to a few volumes each).
+
+    Virtual site k reads base site k % 3's volumes (read-only) and has its own site id and work folder.
+    """
+    bases = make_sites(data, 3, subjects)
+    yamls = []
+    for base in bases:
+        _trim(base.parent / yaml.safe_load(base.read_text())["data_root"].split("/")[0], test_per_class=2)
+    for k in range(count):
+        site = yaml.safe_load(bases[k % 3].read_text())
+        site |= {"site_id": f"v{k:03d}", "work_dir": f"work/v{k:03d}", "device": "cpu"}
+        path = data / f"virtual_{k:03d}.yaml"
+        path.write_text(yaml.safe_dump(site))
+        yamls.append(path)
+    return yamls
+
+
+def echo_app(dest: Path) -> Path:
+    """The instrumented app with ``echo = true`` as its run-config default (the launcher passes no extra keys)."""
+    app = build_instrumented_app(dest)
+    pyproject = app / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8")
+    if "\necho = false\n" not in text:
+        raise RuntimeError("the instrumented app's pyproject.toml no longer has 'echo = false'")
+    pyproject.write_text(text.replace("\necho = false\n", "\necho = true\n"), encoding="utf-8")
+    return app
+
+
+def overrides_for(variant: str, sites: int, rounds: int) -> list[str]:
+    """Config overrides: R pre-training rounds, local fine-tuning only, all N sites required, short local work."""
+    common = [f"federation.pretrain_rounds={rounds}", "federation.finetune_rounds=0", f"federation.min_sites={sites}",
+              "federation.local_epochs=1", "pretrain.batch_size=2", "finetune.epochs=1", "finetune.bootstrap=20",
+              "finetune.class_weighted=false"]  # fmt: skip
+    echo = [*VITS, "federation.max_update_norm_ratio=0"]  # an echo reply is no real update: no norm bound
+    return common + (echo if variant == "echo-vits" else [])
+
+
+def train_records(path: Path) -> list[dict[str, Any]]:
+    """The server's ``train`` round records (empty if none)."""
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if r.get("event") == "train"]
+
+
+def summarize(result: Result, records: list[dict[str, Any]]) -> Result:
+    """Medians over the rounds after the first (all rounds if only one), model size from the bytes sent."""
+    result.rounds = len(records)
+    if records:
+        timed = records[1:] or records
+        result.round_s = statistics.median(r["round_seconds"] for r in timed)
+        result.aggregation_s = statistics.median(r["aggregation_seconds"] for r in timed)
+        result.model_bytes = int(records[0]["sites"][0]["bytes_down"]) if records[0]["sites"] else 0
+    return result
+
+
+def run_sim(variant: str, site_yamls: list[Path], app: Path, out: Path, rounds: int, limit: int) -> Result:
+    """One simulation run with the given sites; never raises for a failed run (the error goes into the result)."""
+    shutil.rmtree(out, ignore_errors=True)
+    request = SimulationRequest(app, site_yamls, TINY, overrides_for(variant, len(site_yamls), rounds), out,
+                                log=out / "logs" / "flwr-run.log")  # fmt: skip
+    sampler = PeakSampler(out / "superlink.db", limit)
+    result = Result(variant, len(site_yamls))
+    started = time.perf_counter()
+    sampler.start()
+    try:
+        run_simulation(request)
+    except (LaunchError, OSError, ValueError) as exc:
+        result.error = sampler.aborted or str(exc).splitlines()[0][:300]
+    finally:
+        sampler.stop()
+    result.wall_s = time.perf_counter() - started
+    result.server_peak, result.superlink_peak = sampler.peaks["server"], sampler.peaks["superlink"]
+    result.server_private_peak = sampler.peaks["private"]
+    return summarize(result, train_records(out / "rounds.jsonl"))
+
+
+def run_deployment(root: Path, count: int, rounds: int) -> Result:
+    """K real SuperNodes (endofed-client) and endofed-server with TLS and node authentication, tiny model."""
+    from tests.deploy_kit import make_federation, start, start_client, stop
+
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    names = [f"site{k}" for k in range(count)]
+    try:
+        fed = make_federation(root, names, (f"federation.pretrain_rounds={rounds}", "federation.finetune_rounds=0",
+                                            f"federation.min_sites={count}", "finetune.epochs=1"))  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - a benchmark reports a failed setup and goes on
+        return Result("deploy-tls", count, error=f"setup failed: {exc}")
+    sampler = PeakSampler(root / "out" / "superlink.db", 0)
+    result, started = Result("deploy-tls", count), time.perf_counter()
+    env = {"PYTHONPATH": str(ROOT)}  # this checkout's endofed, also where the venv's editable install points elsewhere
+    clients = [start_client(fed, name, extra_env=env) for name in names]
+    sampler.start()
+    server = start(["endofed-server", "--config", str(fed.server_yaml), "--quiet"], root / "server.log", env)
+    try:
+        code = server.wait(timeout=3600)
+        if code != 0:
+            result.error = f"endofed-server exited {code}; see {root / 'server.log'}"
+    except subprocess.TimeoutExpired:
+        result.error = "endofed-server did not finish in 3600 s"
+    finally:
+        sampler.stop()
+        for process in [server, *clients]:
+            stop(process)
+    result.wall_s = time.perf_counter() - started
+    result.server_peak, result.superlink_peak = sampler.peaks["server"], sampler.peaks["superlink"]
+    return summarize(result, train_records(root / "out" / "rounds.jsonl"))
+
+
+def table(results: list[Result]) -> str:
+    """The results as a fixed-width table (growth in model sizes from the smallest N of the same variant)."""
+    header = ("N", "variant", "model MB", "round s", "aggr s", "aggr s/site", "server RSS MB", "growth models",
+              "private MB", "growth models", "SuperLink MB", "rounds", "wall s")  # fmt: skip
+    lines = [" ".join(f"{h:>13s}" for h in header)]
+    for r in results:
+        base = min((b for b in results if b.variant == r.variant and b.server_peak), key=lambda b: b.sites, default=r)
+        size = max(b.model_bytes for b in results if b.variant == r.variant)  # an aborted run has no record
+        growth = (r.server_peak - base.server_peak) / size if size else float("nan")
+        private = (r.server_private_peak - base.server_private_peak) / size if size else float("nan")
+        cells = (f"{r.sites:13d}", f"{r.variant:>13s}", f"{r.model_bytes / MB:13.1f}", f"{r.round_s:13.2f}",
+                 f"{r.aggregation_s:13.3f}", f"{r.aggregation_s / r.sites:13.4f}", f"{r.server_peak / MB:13.0f}",
+                 f"{growth:13.1f}", f"{r.server_private_peak / MB:13.0f}", f"{private:13.1f}",
+                 f"{r.superlink_peak / MB:13.0f}", f"{r.rounds:13d}", f"{r.wall_s:13.0f}")  # fmt: skip
+        lines.append(" ".join(cells) + (f"  ERROR: {r.error}" if r.error else ""))
+    return "\n".join(lines)
+
+
+def deployment_slope(results: list[Result]) -> str:
+    """Least-squares round time per added site across the deployment runs."""
+    done = [r for r in results if r.variant == "deploy-tls" and r.rounds]
+    if len(done) < 2:
+        return "round time per added site: needs two deployment runs"
+    xs = [r.sites for r in done]
+    slope = statistics.linear_regression(xs, [r.round_s for r in done]).slope
+    return f"deployment: round time per added site {slope:.2f} s (least squares over K = {xs})"
+
+
+def plot(results: list[Result], path: Path, before: list[Result] | None = None) -> None:
+    """Peak ServerApp RSS and median aggregation time vs N, one line per variant (dashed: ``before``), log x."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (rss_ax, agg_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for style, runs_of, tag in (("o-", results, ""), ("s--", before or [], " before")):
+        for variant in sorted({r.variant for r in runs_of}):
+            runs = sorted((r for r in runs_of if r.variant == variant and r.server_peak), key=lambda r: r.sites)
+            done, killed = [r for r in runs if not r.error], [r for r in runs if r.error]
+            label = f"{variant}{tag} ({max(r.model_bytes for r in runs) / MB:.1f} MB model)" if runs else ""
+            rss_ax.plot([r.sites for r in done], [r.server_peak / MB for r in done], style, label=label)
+            agg_ax.plot([r.sites for r in done], [r.aggregation_s for r in done], style, label=variant + tag)
+            if killed:  # the RSS at which --rss-limit-gb ended the run: a lower bound of its peak
+                rss_ax.plot([r.sites for r in killed], [r.server_peak / MB for r in killed], "rx", ms=10)
+    rss_ax.set(xscale="log", xlabel="sites N", ylabel="peak ServerApp RSS (MB)", title="Peak RSS (x: killed at limit)")
+    agg_ax.set(xscale="log", yscale="log", xlabel="sites N", ylabel="median aggregation (s)", title="Aggregation time")
+    for ax in (rss_ax, agg_ax):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def load_results(path: Path) -> list[Result]:
+    """Results saved by :func:`save` (e.g. an earlier sweep, for ``--before``)."""
+    fields = {f.name for f in dataclasses.fields(Result)}
+    return [Result(**{k: v for k, v in item.items() if k in fields}) for item in json.loads(path.read_text())]
+
+
+def save(results: list[Result], out: Path) -> None:
+    """``OUT/results.json`` (rewritten after every run, so a crash keeps what was measured)."""
+    (out / "results.json").write_text(json.dumps([dataclasses.asdict(r) for r in results], indent=1))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sites", type=int, nargs="+", default=[3, 10, 30, 100])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--variant", choices=[*VARIANTS, "both", "none"], default="both")
+    parser.add_argument("--subjects", type=int, default=3, help="training subjects per base site")
+    parser.add_argument("--deployment", type=int, nargs="*", default=[], metavar="K", help="e.g. 2 4 8")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/endofed-federation-scale"))
+    parser.add_argument("--plot", type=Path, help="write the PNG here (e.g. docs/federation-scale.png)")
+    parser.add_argument("--rss-limit-gb", type=float, default=10.0, help="kill the ServerApp above this RSS (0: off)")
+    parser.add_argument("--keep", action="store_true", help="keep the run folders (default: only results.json)")
+    parser.add_argument("--before", type=Path, help="an earlier results.json, drawn dashed in the plot")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the sweep, print the table, write results.json and the plot."""
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    os.environ.update(FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1")
+    os.environ.setdefault("RAY_TMPDIR", str(args.out / "ray"))  # Ray's session files stay in the scratch folder
+    variants = {"both": VARIANTS, "none": ()}.get(args.variant, (args.variant,))
+    results: list[Result] = []
+    if variants:
+        yamls = prepare_sites(args.out / "data", max(args.sites), args.subjects)
+        apps = {"tiny": ROOT, "echo-vits": echo_app(args.out / "echo-app")}
+        for variant in variants:
+            for n in sorted(args.sites):
+                run_dir = args.out / f"{variant}-{n}"
+                limit = int(args.rss_limit_gb * 1e9)
+                results.append(run_sim(variant, yamls[:n], apps[variant], run_dir, args.rounds, limit))
+                print(table(results[-1:]).splitlines()[-1], flush=True)
+                save(results, args.out)
+                if not args.keep:
+                    shutil.rmtree(run_dir, ignore_errors=True)
+    for k in sorted(args.deployment):
+        results.append(run_deployment(args.out / f"deploy-{k}", k, args.rounds))
+        print(table(results[-1:]).splitlines()[-1], flush=True)
+        if not args.keep:
+            shutil.rmtree(args.out / f"deploy-{k}", ignore_errors=True)
+    print("\n" + table(results))
+    if args.deployment:
+        print(deployment_slope(results))
+    save(results, args.out)
+    if args.plot:
+        before = load_results(args.before) if args.before else None
+        plot([r for r in results if r.variant in VARIANTS], args.plot, before)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -234,6 +234,7 @@ def run_deployment(root: Path, count: int, rounds: int) -> Result:
             stop(process)
     result.wall_s = time.perf_counter() - started
     result.server_peak, result.superlink_peak = sampler.peaks["server"], sampler.peaks["superlink"]
+    result.server_private_peak = sampler.peaks["private"]
     return summarize(result, train_records(root / "out" / "rounds.jsonl"))
 
 

@@ -196,7 +196,7 @@ class RoundLogMixin(WireMixin):
         node = int(reply.metadata.src_node_id)
         tally.up_bytes[node] = state_nbytes(_numpy(reply.content[ARRAYS]))
         try:
-            decoded = self.decode_reply(reply.content[ARRAYS])
+            decoded = self.decode_weights(reply.content[ARRAYS])
             claimed = reply.content[METRICS].get(NUM_EXAMPLES)
             self._claims[node] = validate_num_examples(claimed, self.max_examples, self._claims.get(node))
         except ValueError as exc:

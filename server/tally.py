@@ -22,7 +22,6 @@ from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from endofed.federated.protocol import ARRAYS, METRICS, NUM_EXAMPLES
 from endofed.federated.rounds import update_digest
 from endofed.federated.streaming import ExactSum
-from server.replies import as_numpy
 
 
 @dataclass
@@ -42,13 +41,13 @@ class RoundTally:
         """How many valid updates the round has."""
         return self._sum.count if self.streaming else len(self._buffered)
 
-    def add(self, reply: Message, decoded: ArrayRecord, weight: int) -> None:
+    def add(self, reply: Message, decoded: dict[str, np.ndarray], weight: int) -> None:
         """Fold in one valid reply whose float32 weights are ``decoded`` and whose checked claim is ``weight``."""
         if not self.streaming:
-            reply.content[ARRAYS] = decoded
-            self._buffered.append((update_digest(as_numpy(decoded)), reply))
+            reply.content[ARRAYS] = ArrayRecord({key: Array(value) for key, value in decoded.items()})
+            self._buffered.append((update_digest(decoded), reply))
             return
-        self._sum.add(as_numpy(decoded), weight)
+        self._sum.add(decoded, weight)
         self.contents.append(RecordDict({METRICS: reply.content[METRICS]}))
         reply.content = RecordDict()  # the arrays go now: nothing of this reply's weights stays
         if self._template is None:

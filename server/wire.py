@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
-from endofed.federated.bytes import link_modes, state_nbytes
+from endofed.federated.bytes import from_transport, link_modes, state_nbytes
 from endofed.federated.downlink import DELTA, Broadcast, DownLink, Outgoing
 from endofed.federated.protocol import ARRAYS, BASE_DIGEST, CONFIG, DEFAULT_TRANSPORT, DOWN_CODEC, VIEW_DIGEST
 from endofed.federated.validate import validate_update
@@ -113,9 +113,14 @@ class WireMixin:
         Raises:
             ValueError: if the payload does not fit the wire format, or the weights do not fit those sent.
         """
-        decoded = decode(arrays, self.up, self._base if self.delta else None)
-        self._last_norm = validate_update(as_numpy(decoded), self._sent, self.max_norm_ratio or None)
-        return decoded
+        return ArrayRecord({k: Array(v) for k, v in self.decode_weights(arrays).items()})
+
+    def decode_weights(self, arrays: ArrayRecord) -> dict[str, np.ndarray]:
+        """:meth:`decode_reply` as numpy arrays (no round trip through Flower's serialised ``Array``)."""
+        received = as_numpy(arrays)
+        weights = from_transport(received, self.up, self._base if self.delta else None)
+        self._last_norm = validate_update(weights, self._sent, self.max_norm_ratio or None)
+        return weights
 
     def confirm(self, node: int) -> None:
         """``node`` answered this round without an error: it holds this round's view (int8 down-link)."""

@@ -57,8 +57,7 @@ class ExactSum:
                 raise ValueError(
                     f"{key!r} must be float32 of shape {self._shapes[key]}, got {array.dtype} {array.shape}"
                 )
-            self._hi[key], error = _two_sum(self._hi[key], array.astype(np.float64) * int(weight))
-            self._lo[key] += error
+            self._hi[key] = _two_sum_into(self._hi[key], array, int(weight), self._lo[key])
         self.total += int(weight)
         self.count += 1
 
@@ -73,14 +72,18 @@ class ExactSum:
         return {key: ((self._hi[key] + self._lo[key]) / self.total).astype(np.float32) for key in self._hi}
 
 
-def _two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(s, e)`` with ``s = fl(a + b)`` and ``s + e == a + b`` exactly (Knuth's TwoSum, no branch on magnitudes).
+def _two_sum_into(hi: np.ndarray, values: np.ndarray, weight: int, lo: np.ndarray) -> np.ndarray:
+    """``s = fl(hi + weight * values)``; adds the exact rounding error ``(hi + t) - s`` to ``lo`` in place.
 
-    Example: ``a = 1.0, b = 2**-60`` gives ``s = 1.0`` and ``e = 2**-60``.
+    Knuth's TwoSum (no branch on magnitudes) with ``t = weight * values`` in float64, three temporaries.
+    Example: ``hi = 1.0, t = 2**-60`` gives ``s = 1.0`` and adds ``2**-60`` to ``lo``.
     """
-    s = a + b
-    b_virtual = s - a
-    a_virtual = s - b_virtual
-    b_virtual = b - b_virtual  # reused as b's rounding error
-    a_virtual = a - a_virtual  # a's rounding error
-    return s, a_virtual + b_virtual
+    t = np.multiply(values, weight, dtype=np.float64)
+    s = hi + t
+    e = s - hi  # t as it went into s
+    np.subtract(t, e, out=t)  # t's rounding error
+    np.subtract(s, e, out=e)  # hi as it went into s ...
+    np.subtract(hi, e, out=e)  # ... and hi's rounding error
+    np.add(e, t, out=e)
+    np.add(lo, e, out=lo)
+    return s

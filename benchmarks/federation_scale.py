@@ -274,13 +274,16 @@ def plot(results: list[Result], path: Path, before: list[Result] | None = None) 
     import matplotlib.pyplot as plt
 
     fig, (rss_ax, agg_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for style, runs_of, tag in (("o-", results, ""), ("s--", before or [], " before")):
+    before = [r for r in before or [] if r.variant in VARIANTS]
+    for style, runs_of, tag in (("o-", results, ""), ("s--", before, " before")):
         for variant in sorted({r.variant for r in runs_of}):
             runs = sorted((r for r in runs_of if r.variant == variant and r.server_peak), key=lambda r: r.sites)
             done, killed = [r for r in runs if not r.error], [r for r in runs if r.error]
             label = f"{variant}{tag} ({max(r.model_bytes for r in runs) / MB:.1f} MB model)" if runs else ""
-            rss_ax.plot([r.sites for r in done], [r.server_peak / MB for r in done], style, label=label)
-            agg_ax.plot([r.sites for r in done], [r.aggregation_s for r in done], style, label=variant + tag)
+            color = f"C{VARIANTS.index(variant)}"  # one colour per variant, before and after
+            rss_ax.plot([r.sites for r in done], [r.server_peak / MB for r in done], style, color=color, label=label)
+            agg_ax.plot([r.sites for r in done], [r.aggregation_s for r in done], style, color=color,
+                        label=variant + tag)  # fmt: skip
             if killed:  # the RSS at which --rss-limit-gb ended the run: a lower bound of its peak
                 rss_ax.plot([r.sites for r in killed], [r.server_peak / MB for r in killed], "rx", ms=10)
     rss_ax.set(xscale="log", xlabel="sites N", ylabel="peak ServerApp RSS (MB)", title="Peak RSS (x: killed at limit)")
@@ -317,12 +320,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rss-limit-gb", type=float, default=10.0, help="kill the ServerApp above this RSS (0: off)")
     parser.add_argument("--keep", action="store_true", help="keep the run folders (default: only results.json)")
     parser.add_argument("--before", type=Path, help="an earlier results.json, drawn dashed in the plot")
+    parser.add_argument("--replot", type=Path, help="run nothing: plot this results.json (with --before, --plot)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the sweep, print the table, write results.json and the plot."""
     args = parse_args(argv)
+    if args.replot:
+        if args.plot is None:
+            raise SystemExit("--replot needs --plot PATH")
+        before = load_results(args.before) if args.before else None
+        plot([r for r in load_results(args.replot) if r.variant in VARIANTS], args.plot, before)
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.update(FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1")
     os.environ.setdefault("RAY_TMPDIR", str(args.out / "ray"))  # Ray's session files stay in the scratch folder

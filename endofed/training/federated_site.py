@@ -30,6 +30,7 @@ from torch import nn
 from endofed.config import ExperimentConfig, SiteConfig
 from endofed.data.loaders import SiteCases
 from endofed.data.site import CaseResult
+from endofed.errors import DataError
 from endofed.federated.arrays import to_numpy
 from endofed.federated.protocol import (
     CLASSIFIER_STATE,
@@ -342,7 +343,7 @@ class FederatedSite:
     def _finetune(self, shared: Mapping[str, Any], plan: RoundPlan) -> tuple[StageResult, int]:
         cases = self.cohort.dev_cases()
         if not cases:
-            raise ValueError(f"site {self.site.site_id!r} has no labelled development case to fine-tune on")
+            raise DataError(f"site {self.site.site_id!r} has no labelled development case to fine-tune on")
         saved = self._restore(CLASSIFIER_STATE, plan.server_round)
         model = self._classifier(shared, None if saved is None else saved.weights)
         return self._round(model, CLASSIFIER_STATE, FINETUNE, cases, plan, saved, shared), len(cases)
@@ -384,7 +385,7 @@ class FederatedSite:
             model = self._trained_classifier(shared)
         test = self.cohort.test_cases()
         if not test:
-            raise ValueError(f"site {self.site.site_id!r} has no labelled test patient")
+            raise DataError(f"site {self.site.site_id!r} has no labelled test patient", "too_few_cases")
         probs = predict_cases(model, SiteCases(self.site, test), self.cfg.finetune.batch_size, self.device)  # type: ignore[arg-type]
         return test, probs
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from endofed.config import FinetuneConfig
+from endofed.eager import EagerAdamW
 from endofed.errors import DataError
 from endofed.finetune.augment import AugmentParams, random_augment
 from endofed.models.classifier import Classifier3D, modality_presence
@@ -141,7 +142,7 @@ def class_weights(counts: Sequence[int]) -> torch.Tensor:
 def make_finetune_optimizer(model: Classifier3D, cfg: FinetuneConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW over :func:`layer_decay_groups`, fused on CUDA."""
     groups = layer_decay_groups(model, cfg.lr, cfg.weight_decay, cfg.layer_decay)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=ADAMW_BETAS, fused=device.type == "cuda")
+    return EagerAdamW(groups, lr=cfg.lr, betas=ADAMW_BETAS, fused=device.type == "cuda")
 
 
 def _presence(mask: torch.Tensor) -> torch.Tensor | None:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from endofed.config import PretrainConfig
+from endofed.eager import EagerAdamW
 from endofed.models.mae import MaskedAutoencoder3D
 from endofed.models.patches import patchify
 from endofed.optim import epoch_seed, lr_at, param_groups
@@ -56,7 +57,7 @@ def make_optimizer(model: nn.Module, cfg: PretrainConfig, device: torch.device) 
         The optimiser.
     """
     groups = param_groups(model, cfg.weight_decay)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=ADAMW_BETAS, fused=device.type == "cuda")
+    return EagerAdamW(groups, lr=cfg.lr, betas=ADAMW_BETAS, fused=device.type == "cuda")
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def _unmarked(method: Callable[..., Any]) -> Callable[..., Any] | None:
     code = getattr(method, "__code__", None)
     if wrapped is None or code is None or CACHE_ATTRIBUTE not in code.co_names:
         return None
-    return wrapped  # type: ignore[no-any-return]
+    return wrapped
 
 
 def skip_dynamo_marks() -> list[str]:
@@ -87,6 +87,6 @@ class EagerAdamW(torch.optim.AdamW):
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """One AdamW step (torch's own, beneath its dynamo wrapper)."""
         if _ADAMW_STEP is None or self.defaults.get("differentiable", False):
-            return super().step(closure)  # type: ignore[no-any-return]
+            return super().step(closure)
         with torch.no_grad():
-            return _ADAMW_STEP(self, closure)  # type: ignore[no-any-return]
+            return _ADAMW_STEP(self, closure)

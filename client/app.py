@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch  # ArrayRecord's torch conversions need torch imported in this process
@@ -60,6 +61,7 @@ from endofed.federated.site_errors import (
 from endofed.io.crashlog import crash_log_dir
 from endofed.lineage.passport import passport_metrics
 from endofed.training.federated_site import FederatedSite, RoundPlan
+from endofed.training.site_state import KnownGlobal
 
 APP_DIR = Path(__file__).resolve().parents[1]
 LOGGER = logging.getLogger(__name__)
@@ -158,7 +160,7 @@ def reply_mode(msg: Message) -> str:
     return link_modes(_transport(msg))[1]
 
 
-def _held_base(site: FederatedSite, digest: str) -> dict[str, np.ndarray]:
+def _held_base(site: FederatedSite, digest: str) -> KnownGlobal:
     """The weights this site received in a kept round whose digest is ``digest`` (the base of a delta).
 
     Raises:
@@ -171,8 +173,17 @@ def _held_base(site: FederatedSite, digest: str) -> dict[str, np.ndarray]:
     raise BaseUnknown(f"no kept round holds the base {digest[:12]}... of the received delta")
 
 
-def _received(msg: Message, site: FederatedSite) -> tuple[dict[str, np.ndarray], str, str | None]:
-    """The encoder sent by the server as float32, the codec to reply in, and its digest (if announced).
+class Received(NamedTuple):
+    """What a message brought: the encoder as float32, the reply's codec, its digest and the delta's base."""
+
+    shared: dict[str, np.ndarray]
+    reply_mode: str
+    digest: str | None  # announced by the server (int8 down-link), checked
+    base: KnownGlobal | None  # the kept global a delta was decoded on (proven by the digest)
+
+
+def _received(msg: Message, site: FederatedSite) -> Received:
+    """The encoder sent by the server, decoded and checked against its announced digest.
 
     With the int8 down-link the message names its own codec: a delta is added to the held weights its
     ``base-digest`` names, and the result must have the announced ``view-digest``
@@ -186,11 +197,11 @@ def _received(msg: Message, site: FederatedSite) -> tuple[dict[str, np.ndarray],
     down = str(config.get(DOWN_CODEC, down))
     arrays = {k: v.numpy() for k, v in msg.content[ARRAYS].items()}
     base = _held_base(site, str(config[BASE_DIGEST])) if down == "delta_int8" else None
-    decoded = from_transport(arrays, down, base)
+    decoded = from_transport(arrays, down, None if base is None else base.arrays)
     announced = None if config.get(VIEW_DIGEST) is None else str(config[VIEW_DIGEST])
     if announced is not None and state_digest(decoded) != announced:
         raise BaseUnknown("the decoded weights do not have the digest the coordinator announced")
-    return decoded, up, announced
+    return Received(decoded, up, announced, base)
 
 
 def _reply_arrays(state: Mapping[str, torch.Tensor], mode: str, received: Mapping[str, np.ndarray]) -> ArrayRecord:
@@ -212,12 +223,12 @@ def train(msg: Message, context: Context) -> Message:
     )
     site = _site(context)
     loaded = time.perf_counter()
-    shared, mode, digest = _received(msg, site)
-    plan = dataclasses.replace(plan, received_digest=digest)
+    received = _received(msg, site)
+    plan = dataclasses.replace(plan, received_digest=received.digest)
     decoded = time.perf_counter()
-    state, metrics = site.train(shared, plan)
+    state, metrics = site.train(received.shared, plan, received.base)
     trained = time.perf_counter()
-    wire = _reply_arrays(state, mode, shared)
+    wire = _reply_arrays(state, received.reply_mode, received.shared)
     metrics |= _partition_metric(context)
     metrics |= passport_metrics(site.cohort.passport)  # the SHA-256 of the site's data passport, for the model card
     metrics |= {
@@ -241,8 +252,8 @@ def evaluate(msg: Message, context: Context) -> Message:
     config = msg.content[CONFIG]
     local_epochs = int(config.get(LOCAL_EPOCHS, 0))
     site = _site(context)
-    shared, _, _ = _received(msg, site)
-    metrics, undefined = finite_metrics(site.evaluate(shared, local_epochs))
+    received = _received(msg, site)
+    metrics, undefined = finite_metrics(site.evaluate(received.shared, local_epochs, received.base))
     if undefined:
         LOGGER.warning("test metrics %s are undefined on this site's test set: left out of the reply", undefined)
     metrics |= _partition_metric(context)

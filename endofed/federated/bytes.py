@@ -132,7 +132,7 @@ def _encode_delta(state: NumpyState, reference: NumpyState) -> NumpyState:
         if value.shape != reference[key].shape:
             raise ValueError(f"{key!r} has shape {value.shape}, reference has {reference[key].shape}")
         delta = np.subtract(value, reference[key], dtype=np.float32)  # float32 throughout: half the memory traffic
-        peak = float(np.abs(delta).max()) if delta.size else 0.0
+        peak = max(float(delta.max()), -float(delta.min())) if delta.size else 0.0  # max |delta|, no temporary
         if not math.isfinite(peak):
             raise ValueError(f"{key!r} has NaN or Inf values; cannot quantise them")
         scale = np.float32(peak / INT8_LEVELS)
@@ -160,9 +160,10 @@ def _decode_delta(payload: NumpyState, reference: NumpyState) -> NumpyState:
             raise ValueError(f"{key!r} must be int8 of shape {ref.shape}, got {quantised.dtype} {quantised.shape}")
         if scale.shape != (1,) or not np.isfinite(scale).all() or scale[0] < 0:
             raise ValueError(f"{key + SCALE_SUFFIX!r} must be one finite scale >= 0, got {scale!r}")
-        decoded = quantised.astype(np.float32)
+        decoded = quantised.astype(np.float32)  # the one new array: scaled and added to in place
         np.multiply(decoded, np.float32(scale[0]), out=decoded)
-        state[key] = np.add(decoded, ref, dtype=np.float32)
+        np.add(decoded, ref, out=decoded, dtype=np.float32)
+        state[key] = decoded
     return state
 
 

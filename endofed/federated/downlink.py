@@ -27,7 +27,9 @@ Pure numpy; the ServerApp and ClientApp glue lives in ``server/`` and ``client/`
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,19 +39,32 @@ from endofed.federated.bytes import NumpyState, from_transport, to_transport
 
 FULL_FIRST, FULL, DELTA = "bf16", "fp32", "delta_int8"  # the down-link codecs of a message
 VIEW_PREFIX = "view."  # key prefix of the view in the server state file
+DIGEST_THREADS = 8  # at most this many threads hash a state (bounded by the CPUs this process may use)
+
+
+def _entry_digest(key: str, value: np.ndarray) -> bytes:
+    """SHA-256 of one entry: ``"<key>|<shape>|"`` and the float32 bytes."""
+    array = np.ascontiguousarray(value, dtype=np.float32)
+    digest = hashlib.sha256(f"{key}|{array.shape}|".encode())
+    digest.update(array.reshape(-1).view(np.uint8).data)  # hashlib lets go of the GIL: entries hash in parallel
+    return digest.digest()
 
 
 def state_digest(state: Mapping[str, np.ndarray]) -> str:
-    """SHA-256 of a float32 state's keys, shapes and bytes, in key order (the same weights, the same digest).
+    """SHA-256 over the SHA-256 of each float32 entry (key, shape, bytes), in key order.
 
-    Example: ``{"w": np.zeros(2, np.float32)}`` always has one digest; a changed bit, key or shape changes it.
+    The same weights always have the same digest; a changed bit, key or shape changes it. Entries are hashed on
+    up to :data:`DIGEST_THREADS` threads (a ViT-B encoder: 0.25 s on one core).
+    Example: ``{"w": w}`` has ``sha256(sha256(b"w|(2,)|" + w.tobytes()).digest()).hexdigest()``.
     """
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        value = np.ascontiguousarray(state[key], dtype=np.float32)
-        digest.update(f"{key}|{value.shape}|".encode())
-        digest.update(value.reshape(-1).view(np.uint8).data)
-    return digest.hexdigest()
+    keys = sorted(state)
+    workers = max(1, min(DIGEST_THREADS, len(os.sched_getaffinity(0)), len(keys)))
+    if workers == 1:
+        parts = [_entry_digest(key, state[key]) for key in keys]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(lambda key: _entry_digest(key, state[key]), keys))
+    return hashlib.sha256(b"".join(parts)).hexdigest()
 
 
 @dataclass(frozen=True)

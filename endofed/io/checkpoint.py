@@ -178,15 +178,19 @@ def load_module_state(module: torch.nn.Module, tensors: Mapping[str, torch.Tenso
 
 
 @contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success move it onto ``path``, on error delete it."""
+def _atomic_target(path: Path, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success move it onto ``path``, on error delete it.
+
+    ``durable``: flush the file to disk before the move (``False``: the page cache writes it back later).
+    """
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
-        with tmp.open("rb+") as handle:
-            os.fsync(handle.fileno())
+        if durable:
+            with tmp.open("rb+") as handle:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -207,7 +211,11 @@ def os_error_of(exc: SafetensorError, path: Path) -> Exception:
 
 
 def save_checkpoint(
-    path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any], content_hash: bool = True
+    path: Path,
+    tensors: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, Any],
+    content_hash: bool = True,
+    durable: bool = True,
 ) -> Path:
     """Write ``path`` (safetensors) and its JSON metadata atomically.
 
@@ -218,6 +226,8 @@ def save_checkpoint(
             undefined metric to ``None``). The keys of :data:`RESERVED_KEYS` are added here.
         content_hash: record the file's SHA-256. ``False`` only for site-local state that is read back with
             ``load_checkpoint(..., verify_hash=False)`` by the site itself (see the module docstring).
+        durable: flush the tensor file to disk before it takes its name. ``False`` only for a file whose
+            readers check its content another way (a site's received encoder: its digest).
 
     Returns:
         ``path``.
@@ -231,7 +241,7 @@ def save_checkpoint(
     _check_metadata(metadata)
     storable = _storable(tensors)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic_target(path) as tmp, writing(path):
+    with _atomic_target(path, durable) as tmp, writing(path):
         try:
             save_file(storable, tmp)
         except SafetensorError as exc:

@@ -56,6 +56,7 @@ from endofed.training.cohort import load_cohort
 from endofed.training.device import resolve_device
 from endofed.training.engine import Stage, StageResult, new_classifier, new_mae, predict_cases, run_stage
 from endofed.training.site_state import (
+    KnownGlobal,
     RoundStore,
     check_received,
     dp_allowance,
@@ -195,24 +196,23 @@ class FederatedSite:
         norm = math.sqrt(sum(float(np.sum(np.asarray(v, dtype=np.float64) ** 2)) for v in known.arrays.values()))
         return math.inf if norm == 0 else allowance / norm
 
-    def check_received(self, shared: Mapping[str, Any], phase: str, server_round: int | None) -> float | None:
+    def check_received(self, shared: Mapping[str, Any], phase: str, server_round: int | None,
+                       base: KnownGlobal | None = None) -> float | None:  # fmt: skip
         """Refuse a received encoder before it touches anything (:func:`endofed.training.site_state.check_received`).
 
-        The norm bound is against the newest global this site saved with a round (fine-tuning first, then
-        pre-training), scaled by the rounds between them; round 1 (nothing saved yet) gets every other check.
-        ``server_round`` is ``None`` for an evaluation. Returns the change ratio (``None`` without a reference).
+        The norm bound is against ``base`` (the kept global an int8 delta was decoded on, proven by the decoded
+        digest) or else the newest global this site saved (fine-tuning first), scaled by the rounds between them;
+        round 1 (none saved) gets every other check. ``server_round``: ``None`` for an evaluation.
+        Returns the change ratio (``None`` without a reference).
 
         Raises:
             GlobalRefused: the encoder is refused; the site's local state is unchanged.
         """
-        for name in (CLASSIFIER_STATE, MAE_STATE):
-            known = self.stores[name].last_global()
-            if known is not None:
-                apart = rounds_apart((known.phase, known.server_round, known.total_rounds), phase, server_round)
-                return check_received(
-                    shared, self.expected, known.arrays, max_change_ratio(apart, self._dp_ratio(known))
-                )
-        return check_received(shared, self.expected)
+        known = base or self.stores[CLASSIFIER_STATE].last_global() or self.stores[MAE_STATE].last_global()
+        if known is None:
+            return check_received(shared, self.expected)
+        apart = rounds_apart((known.phase, known.server_round, known.total_rounds), phase, server_round)
+        return check_received(shared, self.expected, known.arrays, max_change_ratio(apart, self._dp_ratio(known)))
 
     def _restore(self, name: str, server_round: int | None) -> LocalState | None:
         """The site-local weights and optimiser state that round ``server_round`` continues from, if any.
@@ -266,19 +266,18 @@ class FederatedSite:
 
     # ------------------------------------------------------------------ rounds
     def train(
-        self, shared: Mapping[str, Any], plan: RoundPlan
+        self, shared: Mapping[str, Any], plan: RoundPlan, base: KnownGlobal | None = None
     ) -> tuple[dict[str, torch.Tensor], dict[str, float | int]]:
         """Run one round: check and load the global encoder, train locally, return the new encoder and metrics.
+
+        ``base``: the kept global an int8 delta was decoded on (:meth:`check_received`).
 
         Raises:
             GlobalRefused: the received encoder fails the site's checks (nothing local was touched).
             StateNotFinite: local training ended non-finite (nothing of the round was saved).
         """
-        self.check_received(shared, plan.phase, plan.server_round)
-        if plan.phase == PRETRAIN:
-            result, volumes = self._pretrain(shared, plan)
-        else:
-            result, volumes = self._finetune(shared, plan)
+        self.check_received(shared, plan.phase, plan.server_round, base)
+        result, volumes = (self._pretrain if plan.phase == PRETRAIN else self._finetune)(shared, plan)
         history = result.history
         metrics: dict[str, float | int] = {
             NUM_EXAMPLES: volumes,
@@ -357,10 +356,7 @@ class FederatedSite:
         return model
 
     def _trained_classifier(self, shared: Mapping[str, Any]) -> Classifier3D:
-        """The global encoder with the head saved by the last federated fine-tuning round (exact key set).
-
-        Without such a round (no fine-tuning state) the site's fixed initial head is used.
-        """
+        """The global encoder with the head of the last federated fine-tuning round (else the fixed initial head)."""
         saved = self.saved_state(CLASSIFIER_STATE)  # hash verified (HASHED_STATE)
         return self._classifier(shared, None if saved is None else saved.weights)
 
@@ -368,7 +364,9 @@ class FederatedSite:
         """The newest readable local state ``name`` (``mae`` or ``classifier``) saved by any round (``None``: none)."""
         return self._restore(name, None)
 
-    def test_predictions(self, shared: Mapping[str, Any], local_epochs: int = 0) -> tuple[list[CaseResult], np.ndarray]:
+    def test_predictions(
+        self, shared: Mapping[str, Any], local_epochs: int = 0, base: KnownGlobal | None = None
+    ) -> tuple[list[CaseResult], np.ndarray]:
         """The site's labelled held-out test patients and their probabilities under the global encoder + head.
 
         With ``local_epochs > 0`` the head and encoder are first fine-tuned locally for that many epochs
@@ -378,7 +376,7 @@ class FederatedSite:
         Raises:
             GlobalRefused: the received encoder fails the site's checks (nothing local was touched).
         """
-        self.check_received(shared, FINETUNE, None)
+        self.check_received(shared, FINETUNE, None, base)
         if local_epochs > 0:
             model = self._finetune(shared, RoundPlan(FINETUNE, 1, 1, local_epochs))[0].model
         else:
@@ -389,9 +387,11 @@ class FederatedSite:
         probs = predict_cases(model, SiteCases(self.site, test), self.cfg.finetune.batch_size, self.device)  # type: ignore[arg-type]
         return test, probs
 
-    def evaluate(self, shared: Mapping[str, Any], local_epochs: int = 0) -> dict[str, float | int]:
+    def evaluate(
+        self, shared: Mapping[str, Any], local_epochs: int = 0, base: KnownGlobal | None = None
+    ) -> dict[str, float | int]:
         """Metrics of :meth:`test_predictions` (numbers only: what the server may see)."""
-        test, probs = self.test_predictions(shared, local_epochs)
+        test, probs = self.test_predictions(shared, local_epochs, base)
         labels = np.array(SiteCases(self.site, test).labels)
         metrics: dict[str, float | int] = {k: float(v) for k, v in binary_metrics(labels, probs).items()}
         metrics[NUM_EXAMPLES] = len(test)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -19,6 +21,15 @@ def test_digest_names_keys_shapes_and_bits():
     assert state_digest({"v": np.array([1.0, 2.0], np.float32)}) != base  # another key
     assert state_digest({"w": np.array([[1.0, 2.0]], np.float32)}) != base  # another shape
     assert state_digest(_w(1.0, np.nextafter(np.float32(2.0), np.float32(3.0)))) != base  # one ulp
+    entry = hashlib.sha256(b"w|(2,)|" + np.array([1.0, 2.0], np.float32).tobytes()).digest()
+    assert base == hashlib.sha256(entry).hexdigest()  # by hand
+
+
+def test_digest_of_many_entries_is_in_key_order_whatever_the_threads():
+    state = {f"k{i:03d}": np.full(i + 1, i, np.float32) for i in range(40)}
+    entries = [hashlib.sha256(f"{k}|{v.shape}|".encode() + v.tobytes()).digest() for k, v in sorted(state.items())]
+    expected = hashlib.sha256(b"".join(entries)).hexdigest()
+    assert state_digest(state) == state_digest(dict(reversed(state.items()))) == expected
 
 
 def test_first_round_is_bf16_and_its_view_is_exactly_those_bf16_values():

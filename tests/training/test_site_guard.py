@@ -22,7 +22,7 @@ from endofed.federated.weights import encoder_state
 from endofed.models import build_mae
 from endofed.training import federated_site
 from endofed.training.federated_site import FederatedSite, RoundPlan
-from endofed.training.site_state import max_change_ratio
+from endofed.training.site_state import KnownGlobal, max_change_ratio
 from tests.helpers import OVERRIDES, TINY
 
 ROUNDS = 4
@@ -84,6 +84,10 @@ def test_the_norm_bound_follows_the_rounds_in_between(site_after_two_rounds):
         site.check_received(far, PRETRAIN, 3)
     assert site.check_received(far, PRETRAIN, 4) == pytest.approx(1.0, rel=1e-3)  # 2 rounds apart: bound 1.0
     assert site.check_received(far, FINETUNE, 1) == pytest.approx(1.0, rel=1e-3)  # pre-training rounds 3, 4 + 1
+    # an int8 delta's base (proven by its decoded digest) is the reference instead of the newest saved global
+    assert site.check_received(far, PRETRAIN, 3, base=KnownGlobal(PRETRAIN, 2, ROUNDS, far)) == 0.0
+    with pytest.raises(GlobalRefused, match="norm away"):
+        site.check_received(received, PRETRAIN, 3, base=KnownGlobal(PRETRAIN, 2, ROUNDS, far))
 
 
 def test_a_round_that_ends_non_finite_is_refused_and_nothing_of_it_is_saved(site_after_two_rounds, monkeypatch):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,17 +187,39 @@ def test_a_torn_global_is_passed_over_for_an_older_one(tmp_path):
     assert store.last_global().server_round == 2
 
 
+def test_a_global_that_lost_its_content_is_passed_over_by_its_digest(tmp_path):
+    """The received encoder is not flushed to disk: after a power cut it may read back as zeros of the right size."""
+    store = _store(tmp_path)
+    path = store.round_path(3, GLOBAL_FILE)
+    meta = metadata_path(path).read_text()
+    save_checkpoint(path, {"w": torch.zeros(2)}, {}, content_hash=False)  # zeros where all-3 was written
+    metadata_path(path).write_text(meta)  # its metadata (and recorded digest) as written in round 3
+    known = store.last_global()
+    assert known.server_round == 2 and known.arrays["w"].tolist() == [2.0, 2.0]
+
+
+def test_the_state_is_flushed_to_disk_before_its_round_is_committed_the_received_encoder_is_not(tmp_path, monkeypatch):
+    store, flushed = _store(tmp_path, rounds=(1,)), []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: flushed.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    store.save(("pretrain", 2, 5), _tensors(2), {"optimizer": {}}, {"w": np.full(2, 2.0, np.float32)}, 1)
+    names = [Path(f).name for f in flushed]
+    assert any(n.startswith(".state.safetensors.") for n in names)  # the temporary file, before its rename
+    assert not any(n.startswith(".global.safetensors.") for n in names)
+    assert store.last_global().arrays["w"].tolist() == [2.0, 2.0]
+
+
 def test_a_kept_global_is_found_by_its_digest_the_int8_down_links_base(tmp_path):
     from endofed.federated.downlink import state_digest
 
     store = _store(tmp_path)  # rounds 2 and 3 kept, their globals all-2 and all-3
     two, three = ({"w": np.full(2, v, np.float32)} for v in (2.0, 3.0))
-    assert store.global_with_digest(state_digest(two))["w"].tolist() == [2.0, 2.0]  # the older kept round too
-    assert store.global_with_digest(state_digest(three))["w"].tolist() == [3.0, 3.0]
+    assert store.global_with_digest(state_digest(two)).arrays["w"].tolist() == [2.0, 2.0]  # the older kept round too
+    assert store.global_with_digest(state_digest(three)).arrays["w"].tolist() == [3.0, 3.0]
     assert store.global_with_digest(state_digest({"w": np.full(2, 1.0, np.float32)})) is None  # pruned round 1
     store.save(("pretrain", 4, 5), _tensors(4), {"optimizer": {}}, {"w": np.full(2, 4.0, np.float32)}, 3,
                digest="given-by-the-caller")  # fmt: skip
-    assert store.global_with_digest("given-by-the-caller")["w"].tolist() == [4.0, 4.0]  # not hashed again
+    assert store.global_with_digest("given-by-the-caller").arrays["w"].tolist() == [4.0, 4.0]  # not hashed again
     store.round_path(3, GLOBAL_FILE).write_bytes(b"")  # a torn global is no base
     assert store.global_with_digest(state_digest(three)) is None
 

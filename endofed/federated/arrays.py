@@ -1,9 +1,14 @@
-"""Small shared helpers: state dicts of numpy arrays or torch tensors, and key-set diffs for error messages."""
+"""Small shared helpers: state dicts of numpy arrays or torch tensors, key-set diffs for error messages.
+
+:func:`per_entry` runs one function over a state's entries on a few threads.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import TypeAlias
+import os
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeAlias, TypeVar
 
 import numpy as np
 import torch
@@ -12,6 +17,24 @@ ArrayLike: TypeAlias = np.ndarray | torch.Tensor
 StateLike: TypeAlias = Mapping[str, ArrayLike]
 
 _MAX_NAMED_KEYS = 5
+ENTRY_THREADS = 8  # at most this many threads run per_entry (bounded by the CPUs this process may use)
+K = TypeVar("K")
+R = TypeVar("R")
+
+
+def per_entry(function: Callable[[K], R], keys: Iterable[K]) -> list[R]:
+    """``[function(key) for key in keys]``, on up to :data:`ENTRY_THREADS` threads, results in the keys' order.
+
+    For numpy and hashlib work on large arrays, which runs without the GIL: an encoder's 300 entries are
+    decoded, hashed or checked on every core the process may use. ``function`` must not depend on the others'
+    results; the first exception raised (in key order) is raised here.
+    """
+    items = list(keys)
+    workers = max(1, min(ENTRY_THREADS, len(os.sched_getaffinity(0)), len(items)))
+    if workers == 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(function, items))
 
 
 def to_numpy(value: ArrayLike) -> np.ndarray:

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from endofed.federated.arrays import StateLike, key_mismatch, state_to_numpy, to_numpy
+from endofed.federated.arrays import StateLike, key_mismatch, per_entry, state_to_numpy, to_numpy
 from endofed.federated.schema import ArraySpec
 
 TRANSPORT_MODES = ("fp32", "bf16", "delta_int8")
@@ -122,49 +122,54 @@ def _require_reference(reference: StateLike | None, mode: str) -> NumpyState:
     return state_to_numpy(reference)
 
 
+def _encode_entry(value: np.ndarray, reference: np.ndarray, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """One entry's int8 delta and its scale (see the module docstring)."""
+    if value.shape != reference.shape:
+        raise ValueError(f"{key!r} has shape {value.shape}, reference has {reference.shape}")
+    delta = np.subtract(value, reference, dtype=np.float32)  # float32 throughout: half the memory traffic
+    peak = max(float(delta.max()), -float(delta.min())) if delta.size else 0.0  # max |delta|, no temporary
+    if not math.isfinite(peak):
+        raise ValueError(f"{key!r} has NaN or Inf values; cannot quantise them")
+    scale = np.float32(peak / INT8_LEVELS)
+    if not scale > 0:
+        return np.zeros(delta.shape, dtype=np.int8), np.array([scale], dtype=np.float32)
+    np.divide(delta, scale, out=delta)
+    np.rint(delta, out=delta)
+    return np.clip(delta, -INT8_LEVELS, INT8_LEVELS, out=delta).astype(np.int8), np.array([scale], dtype=np.float32)
+
+
 def _encode_delta(state: NumpyState, reference: NumpyState) -> NumpyState:
-    """int8 delta encoding (see the module docstring)."""
+    """int8 delta encoding (see the module docstring); entries on parallel threads."""
     mismatch = key_mismatch(reference.keys(), state.keys())
     if mismatch:
         raise ValueError(f"state keys differ from the delta reference: {mismatch}")
+    encoded = per_entry(lambda key: _encode_entry(state[key], reference[key], key), state)
     payload: NumpyState = {}
-    for key, value in state.items():
-        if value.shape != reference[key].shape:
-            raise ValueError(f"{key!r} has shape {value.shape}, reference has {reference[key].shape}")
-        delta = np.subtract(value, reference[key], dtype=np.float32)  # float32 throughout: half the memory traffic
-        peak = max(float(delta.max()), -float(delta.min())) if delta.size else 0.0  # max |delta|, no temporary
-        if not math.isfinite(peak):
-            raise ValueError(f"{key!r} has NaN or Inf values; cannot quantise them")
-        scale = np.float32(peak / INT8_LEVELS)
-        if scale > 0:
-            np.divide(delta, scale, out=delta)
-            np.rint(delta, out=delta)
-            quantised = np.clip(delta, -INT8_LEVELS, INT8_LEVELS, out=delta).astype(np.int8)
-        else:
-            quantised = np.zeros(delta.shape, dtype=np.int8)
-        payload[key] = quantised
-        payload[key + SCALE_SUFFIX] = np.array([scale], dtype=np.float32)
+    for key, (quantised, scale) in zip(state, encoded, strict=True):
+        payload[key], payload[key + SCALE_SUFFIX] = quantised, scale
     return payload
 
 
+def _decode_entry(quantised: np.ndarray, scale: np.ndarray, reference: np.ndarray, key: str) -> np.ndarray:
+    """One entry of :func:`_decode_delta`: ``reference + q * scale`` in float32, in one new array."""
+    if quantised.dtype != np.int8 or quantised.shape != reference.shape:
+        raise ValueError(f"{key!r} must be int8 of shape {reference.shape}, got {quantised.dtype} {quantised.shape}")
+    if scale.shape != (1,) or not np.isfinite(scale).all() or scale[0] < 0:
+        raise ValueError(f"{key + SCALE_SUFFIX!r} must be one finite scale >= 0, got {scale!r}")
+    decoded = quantised.astype(np.float32)
+    np.multiply(decoded, np.float32(scale[0]), out=decoded)
+    np.add(decoded, reference, out=decoded, dtype=np.float32)
+    return decoded
+
+
 def _decode_delta(payload: NumpyState, reference: NumpyState) -> NumpyState:
-    """Inverse of :func:`_encode_delta`: ``reference + q * scale`` as float32."""
+    """Inverse of :func:`_encode_delta`: ``reference + q * scale`` as float32; entries on parallel threads."""
     expected = [*reference, *(key + SCALE_SUFFIX for key in reference)]
     mismatch = key_mismatch(expected, payload.keys())
     if mismatch:
         raise ValueError(f"delta_int8 payload does not match the reference: {mismatch}")
-    state: NumpyState = {}
-    for key, ref in reference.items():
-        quantised, scale = payload[key], payload[key + SCALE_SUFFIX]
-        if quantised.dtype != np.int8 or quantised.shape != ref.shape:
-            raise ValueError(f"{key!r} must be int8 of shape {ref.shape}, got {quantised.dtype} {quantised.shape}")
-        if scale.shape != (1,) or not np.isfinite(scale).all() or scale[0] < 0:
-            raise ValueError(f"{key + SCALE_SUFFIX!r} must be one finite scale >= 0, got {scale!r}")
-        decoded = quantised.astype(np.float32)  # the one new array: scaled and added to in place
-        np.multiply(decoded, np.float32(scale[0]), out=decoded)
-        np.add(decoded, ref, out=decoded, dtype=np.float32)
-        state[key] = decoded
-    return state
+    decode = lambda key: _decode_entry(payload[key], payload[key + SCALE_SUFFIX], reference[key], key)  # noqa: E731
+    return dict(zip(reference, per_entry(decode, reference), strict=True))
 
 
 def to_transport(state: StateLike, mode: str = "fp32", reference: StateLike | None = None) -> NumpyState:

@@ -27,19 +27,17 @@ Pure numpy; the ServerApp and ClientApp glue lives in ``server/`` and ``client/`
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from endofed.federated.arrays import per_entry
 from endofed.federated.bytes import NumpyState, from_transport, to_transport
 
 FULL_FIRST, FULL, DELTA = "bf16", "fp32", "delta_int8"  # the down-link codecs of a message
 VIEW_PREFIX = "view."  # key prefix of the view in the server state file
-DIGEST_THREADS = 8  # at most this many threads hash a state (bounded by the CPUs this process may use)
 
 
 def _entry_digest(key: str, value: np.ndarray) -> bytes:
@@ -54,16 +52,10 @@ def state_digest(state: Mapping[str, np.ndarray]) -> str:
     """SHA-256 over the SHA-256 of each float32 entry (key, shape, bytes), in key order.
 
     The same weights always have the same digest; a changed bit, key or shape changes it. Entries are hashed on
-    up to :data:`DIGEST_THREADS` threads (a ViT-B encoder: 0.25 s on one core).
+    parallel threads (:func:`~endofed.federated.arrays.per_entry`; a ViT-B encoder: 0.25 s on one core).
     Example: ``{"w": w}`` has ``sha256(sha256(b"w|(2,)|" + w.tobytes()).digest()).hexdigest()``.
     """
-    keys = sorted(state)
-    workers = max(1, min(DIGEST_THREADS, len(os.sched_getaffinity(0)), len(keys)))
-    if workers == 1:
-        parts = [_entry_digest(key, state[key]) for key in keys]
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(lambda key: _entry_digest(key, state[key]), keys))
+    parts = per_entry(lambda key: _entry_digest(key, state[key]), sorted(state))
     return hashlib.sha256(b"".join(parts)).hexdigest()
 
 

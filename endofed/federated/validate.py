@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from endofed.federated.arrays import StateLike, key_mismatch, state_to_numpy
+from endofed.federated.arrays import StateLike, key_mismatch, per_entry, state_to_numpy
 
 
 def update_norm_ratio(state: StateLike, reference_state: StateLike) -> float:
@@ -20,14 +20,17 @@ def update_norm_ratio(state: StateLike, reference_state: StateLike) -> float:
     Both states must have the same keys and shapes (see :func:`validate_update`). A zero reference gives
     ``0.0`` for a zero update and ``inf`` otherwise.
     """
-    update_sq = 0.0
-    reference_sq = 0.0
     arrays, reference = state_to_numpy(state), state_to_numpy(reference_state)
-    for key, ref in reference.items():  # differences in the arrays' own dtype, sums of squares in float64
-        delta = np.subtract(arrays[key], ref).ravel()
-        flat = np.asarray(ref).ravel()
-        update_sq += float(np.einsum("i,i->", delta, delta, dtype=np.float64))
-        reference_sq += float(np.einsum("i,i->", flat, flat, dtype=np.float64))
+
+    def squares(key: str) -> tuple[float, float]:  # differences in the arrays' own dtype, squares summed in float64
+        delta = np.subtract(arrays[key], reference[key]).ravel()
+        flat = np.asarray(reference[key]).ravel()
+        return float(np.einsum("i,i->", delta, delta, dtype=np.float64)), float(
+            np.einsum("i,i->", flat, flat, dtype=np.float64)
+        )
+
+    sums = per_entry(squares, reference)  # entries on parallel threads, added up in key order
+    update_sq, reference_sq = sum(u for u, _ in sums), sum(r for _, r in sums)
     if reference_sq == 0:
         return 0.0 if update_sq == 0 else math.inf
     return math.sqrt(update_sq / reference_sq)

@@ -52,7 +52,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from endofed.federated.arrays import StateLike, key_mismatch, state_to_numpy, to_tensor
+from endofed.federated.arrays import StateLike, key_mismatch, per_entry, state_to_numpy, to_tensor
 from endofed.federated.downlink import state_digest
 from endofed.federated.protocol import PHASES
 from endofed.federated.rounds import site_state_to_resume
@@ -156,7 +156,9 @@ def check_received(
         value = arrays[key]
         if value.shape != tuple(shape) or value.dtype != np.float32:
             raise GlobalRefused(f"received {key!r} is {value.dtype} {value.shape}, expected float32 {tuple(shape)}")
-        if not np.isfinite(value).all():
+    finite = per_entry(lambda key: bool(np.isfinite(arrays[key]).all()), expected)  # on parallel threads
+    for key, ok in zip(expected, finite, strict=True):
+        if not ok:
             raise GlobalRefused(f"received {key!r} contains NaN or Inf")
     if reference is None:
         return None

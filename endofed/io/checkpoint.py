@@ -226,7 +226,7 @@ def save_checkpoint(
             undefined metric to ``None``). The keys of :data:`RESERVED_KEYS` are added here.
         content_hash: record the file's SHA-256. ``False`` only for site-local state that is read back with
             ``load_checkpoint(..., verify_hash=False)`` by the site itself (see the module docstring).
-        durable: flush the tensor file to disk before it takes its name. ``False`` only for a file whose
+        durable: flush the files to disk before they take their names. ``False`` only for a file whose
             readers check its content another way (a site's received encoder: its digest).
 
     Returns:
@@ -256,7 +256,7 @@ def save_checkpoint(
     }
     record[METADATA_HASH] = metadata_sha256(record)
     text = _dump_json(record, "metadata", indent=2, sort_keys=True)
-    with _atomic_target(metadata_path(path)) as tmp, writing(metadata_path(path)):
+    with _atomic_target(metadata_path(path), durable) as tmp, writing(metadata_path(path)):
         tmp.write_text(text + "\n", encoding="utf-8")
     logger.info("saved checkpoint %s (%d tensors, sha256 %s)", path, len(storable), (digest or "none")[:12])
     return path

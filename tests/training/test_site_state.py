@@ -209,6 +209,22 @@ def test_the_state_is_flushed_to_disk_before_its_round_is_committed_the_received
     assert store.last_global().arrays["w"].tolist() == [2.0, 2.0]
 
 
+def test_a_hashed_state_is_not_flushed_and_one_that_lost_its_content_is_passed_over(tmp_path, monkeypatch):
+    flushed = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: flushed.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    store = RoundStore(tmp_path / "mae", hashed=True)
+    for server_round, base in ((1, None), (2, 1)):
+        store.save(("pretrain", server_round, 5), _tensors(server_round), {"optimizer": {}},
+                   {"w": np.full(2, server_round, np.float32)}, base)  # fmt: skip
+    assert flushed and not [f for f in flushed if f.endswith(".tmp")]  # folders only: no file before its rename
+    path = store.round_path(2)
+    meta = metadata_path(path).read_text()
+    save_checkpoint(path, _tensors(0), {"optimizer": {}}, content_hash=False)  # zeros where round 2 was written
+    metadata_path(path).write_text(meta)
+    assert store.load(3, _read) == (1, 1.0)  # round 2 fails its hash: round 1's state is used
+
+
 def test_a_kept_global_is_found_by_its_digest_the_int8_down_links_base(tmp_path):
     from endofed.federated.downlink import state_digest
 

@@ -136,9 +136,14 @@ def report(echo: list[dict[str, Any]], ours: list[dict[str, Any]], gpu_epoch_s: 
     echo_round, extra = median([r["round_seconds"] for r in echo]), median(extras)
     print(f"\nmedian echo round {echo_round:.1f} s; endofed adds {extra:.1f} s beyond training "
           f"({extra / echo_round:+.0%} of the echo round; target <= +20%)")  # fmt: skip
+    if len(ours) > 2:  # round 1 also runs the site's first data check, which a site does once (endofed data check)
+        later_echo, later_extra = median([r["round_seconds"] for r in echo[1:]]), median(extras[1:])
+        print(f"  rounds 2..{len(ours)}: echo {later_echo:.1f} s, endofed adds {later_extra:.1f} s "
+              f"({later_extra / later_echo:+.0%})")  # fmt: skip
     own = median([sum(s.get(k, 0.0) for k in ("t-site", "t-decode", "t-encode")) + s.get("t-local", 0.0)
-                  - s.get("train-seconds", 0.0) for r in ours for s in r["sites"]])  # fmt: skip
-    print(f"  of which endofed's own work in a ClientApp (site check, decode, model build, local state, encode): "
+                  - s.get("train-seconds", 0.0) for r in ours[1:] or ours for s in r["sites"]])  # fmt: skip
+    print(f"  of which endofed's own work in a ClientApp (site check, decode, model build, local state, encode; "
+          f"rounds 2..): "
           f"{own:.1f} s per site ({own / echo_round:+.0%}); the rest lies outside the ClientApps' timed work "
           f"(Flower's transfers and process starts, slowed by the other sites' training on this machine's shared "
           f"cores; a real site has its own)")  # fmt: skip

@@ -127,6 +127,10 @@ def report(echo: list[dict[str, Any]], ours: list[dict[str, Any]], gpu_epoch_s: 
         row = (e["round_seconds"], o["round_seconds"], train, extra, site["bytes_down"] / 1e6, site["bytes_up"] / 1e6)
         print(f"{o['round']:9d} " + " ".join(f"{v:9.1f}" for v in row))
     report_bytes(ours, mae_bytes)
+    startup = {name: median([s.get("t-startup", 0.0) for r in rounds[1:] or rounds for s in r["sites"]])
+               for name, rounds in (("echo", echo), ("endofed", ours))}  # fmt: skip
+    print(f"\nClientApp process start -> handler, median of rounds 2..: echo {startup['echo']:.2f} s, "
+          f"endofed {startup['endofed']:.2f} s")  # fmt: skip
     keys = ("t-startup", "t-site", "t-decode", "t-local", "train-seconds", "t-encode")
     print("\nper site, median over rounds and sites (s): " + ", ".join(
         f"{k} {median([s.get(k, 0.0) for r in ours for s in r['sites']]):.2f}" for k in keys))  # fmt: skip

@@ -21,24 +21,30 @@ from flwr.clientapp.typing import ClientAppCallable
 from client import app as production
 from endofed.federated.bytes import SCALE_SUFFIX, zero_delta
 from endofed.federated.faults import NODE_CONFIG_KEY, Reply, leaking_exception, parse_fault_plan, spoil
-from endofed.federated.protocol import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, PHASE, PRETRAIN, SERVER_ROUND
+from endofed.federated.protocol import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, PHASE, PRETRAIN, SERVER_ROUND, T_STARTUP
 
 ECHO = "echo"  # run-config key of the echo baseline
+ECHO_STEP = 1e-6  # scale of the echo's delta reply: moves each weight by at most 127e-6 per round
 
 
 def echo_reply(msg: Message) -> ArrayRecord:
-    """The echo baseline's arrays: as many bytes as a real reply, in the reply's codec, and no training.
+    """The echo baseline's arrays: as many bytes and as many distinct arrays as a real reply, and no training.
 
-    Flower stores arrays by content hash and does not push an object the SuperLink already holds, so sending
-    the received arrays back unchanged would move almost nothing up. Each array is rolled by one element
-    instead (same bytes, new content). A delta reply carries the low byte of every received value with scale 0:
-    as many bytes as a real delta, decoding to exactly the weights sent.
+    Flower stores arrays by content hash and does not move an object the other side already holds, and it moves
+    every distinct array as its own object (one HTTP request each, about 10 ms on loopback here), so a fair
+    baseline must send as many *distinct* arrays as a real reply, not just as many bytes. Each array is rolled
+    by one element (same bytes, new content). A delta reply carries the low bytes of the rolled received values
+    and a small scale of its own per array and round (:data:`ECHO_STEP`), so that, like a real update, it moves
+    the global a little and the next round's down-link delta is non-zero and new too.
     """
     received = {k: v.numpy() for k, v in msg.content[ARRAYS].items() if not k.endswith(SCALE_SUFFIX)}
     if production.reply_mode(msg) != "delta_int8":
         return ArrayRecord({k: Array(np.roll(v, 1)) for k, v in received.items()})
+    server_round = int(msg.content[CONFIG].get(SERVER_ROUND, 0))
     payload = zero_delta({k: v.shape for k, v in received.items()})
-    payload |= {k: v.astype(np.int8) for k, v in received.items()}  # wraps to the low byte; scale 0 ignores it
+    for index, (key, value) in enumerate(sorted(received.items())):
+        payload[key] = np.roll(value, 1).astype(np.int8)  # wraps to the low byte: new content, a delta's bytes
+        payload[key + SCALE_SUFFIX][0] = ECHO_STEP * (1 + 1e-3 * index) * (1 + 1e-2 * server_round)
     return ArrayRecord({k: Array(v) for k, v in payload.items()})
 
 
@@ -49,6 +55,7 @@ def echo(msg: Message, context: Context, call_next: ClientAppCallable) -> Messag
     content = RecordDict({METRICS: MetricRecord({NUM_EXAMPLES: 1})})
     if msg.metadata.message_type == MessageType.TRAIN:
         content[ARRAYS] = echo_reply(msg)
+        content[METRICS][T_STARTUP] = production.process_age_s()  # process start -> handler, as a real reply's
     return Message(content, reply_to=msg)
 
 

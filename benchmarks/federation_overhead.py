@@ -92,6 +92,16 @@ def run_once(root: Path, site_yamls: list[Path], run_config: dict[str, Any]) -> 
     return wall, [r for r in records if r["event"] == "train"]
 
 
+def objects_moved(superlink_log: Path) -> tuple[int, int]:
+    """Objects the SuperNodes pulled from and pushed to the SuperLink in a run (one HTTP request each).
+
+    Flower moves every distinct array (and each 5 MiB chunk of it) as its own content-addressed object, so the
+    count, not only the bytes, sets the transfer time on loopback. Read from the SuperLink's access log.
+    """
+    text = superlink_log.read_text(errors="replace") if superlink_log.is_file() else ""
+    return text.count('"POST /v1/fleet/pull-object'), text.count('"POST /v1/fleet/push-object')
+
+
 def median(values: list[float]) -> float:
     """Median, 0 for an empty list."""
     return statistics.median(values) if values else 0.0
@@ -187,6 +197,10 @@ def main() -> None:
             run_config = {CONFIG_PATH: args.config, CONFIG_OVERRIDES: ";".join(overrides + bound),
                           OUTPUT_DIR: str(root / mode), ECHO: mode == "echo"}  # fmt: skip
             wall, records = run_once(root, site_yamls, run_config)
+            down, up = objects_moved(root / mode / "superlink.log")
+            print(f"{mode}: objects pulled by the SuperNodes {down}, pushed {up} "
+                  f"({down / (args.rounds * args.sites):.0f} / {up / (args.rounds * args.sites):.0f} per site and "
+                  f"round, evaluation included)")  # fmt: skip
             print(f"{mode}: {args.rounds} rounds in {wall:.0f} s")
             results[mode] = records
         report(results["echo"], results["endofed"], args.gpu_epoch_s, full_mae_fp32_bytes(args.config, overrides))

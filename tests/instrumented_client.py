@@ -34,8 +34,8 @@ def echo_reply(msg: Message) -> ArrayRecord:
     every distinct array as its own object (one HTTP request each, about 10 ms on loopback here), so a fair
     baseline must send as many *distinct* arrays as a real reply, not just as many bytes. Each array is rolled
     by one element (same bytes, new content). A delta reply carries the low bytes of the rolled received values
-    and a small scale of its own per array and round (:data:`ECHO_STEP`), so that, like a real update, it moves
-    the global a little and the next round's down-link delta is non-zero and new too.
+    (never 0) and a small scale of its own per array and round (:data:`ECHO_STEP`), so that, like a real update, it
+    moves every weight of the global a little and the next round's down-link delta is all new arrays too.
     """
     received = {k: v.numpy() for k, v in msg.content[ARRAYS].items() if not k.endswith(SCALE_SUFFIX)}
     if production.reply_mode(msg) != "delta_int8":
@@ -43,7 +43,9 @@ def echo_reply(msg: Message) -> ArrayRecord:
     server_round = int(msg.content[CONFIG].get(SERVER_ROUND, 0))
     payload = zero_delta({k: v.shape for k, v in received.items()})
     for index, (key, value) in enumerate(sorted(received.items())):
-        payload[key] = np.roll(value, 1).astype(np.int8)  # wraps to the low byte: new content, a delta's bytes
+        # the low bytes (new content, a delta's bytes), never 0: every weight moves, as training moves them all,
+        # so that the next down-link delta holds as many distinct arrays as after a real round
+        payload[key] = np.roll(value, 1).astype(np.int8) | np.int8(1)
         payload[key + SCALE_SUFFIX][0] = ECHO_STEP * (1 + 1e-3 * index) * (1 + 1e-2 * server_round)
     return ArrayRecord({k: Array(v) for k, v in payload.items()})
 

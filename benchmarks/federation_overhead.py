@@ -12,6 +12,7 @@ overhead as a share of a round for 1, 5 and 20 local epochs of 100 volumes, give
 
 Usage: python benchmarks/federation_overhead.py [--sites 3] [--rounds 3] [--config configs/default.yaml]
            [--subjects 4] [--transport fp32|bf16|delta_int8] [--gpu-epoch-s 0.5]
+(with FLWR_LOG_LEVEL=DEBUG it also counts the objects Flower moved: one HTTP request each)
 Takes minutes on a CPU machine (a ViT-B local step on CPU is slow; training time is reported and subtracted).
 """
 
@@ -96,7 +97,8 @@ def objects_moved(superlink_log: Path) -> tuple[int, int]:
     """Objects the SuperNodes pulled from and pushed to the SuperLink in a run (one HTTP request each).
 
     Flower moves every distinct array (and each 5 MiB chunk of it) as its own content-addressed object, so the
-    count, not only the bytes, sets the transfer time on loopback. Read from the SuperLink's access log.
+    count, not only the bytes, sets the transfer time on loopback. Read from the SuperLink's access log, which it
+    writes with ``FLWR_LOG_LEVEL=DEBUG`` (else both counts are 0).
     """
     text = superlink_log.read_text(errors="replace") if superlink_log.is_file() else ""
     return text.count('"POST /v1/fleet/pull-object'), text.count('"POST /v1/fleet/push-object')
@@ -198,9 +200,10 @@ def main() -> None:
                           OUTPUT_DIR: str(root / mode), ECHO: mode == "echo"}  # fmt: skip
             wall, records = run_once(root, site_yamls, run_config)
             down, up = objects_moved(root / mode / "superlink.log")
-            print(f"{mode}: objects pulled by the SuperNodes {down}, pushed {up} "
-                  f"({down / (args.rounds * args.sites):.0f} / {up / (args.rounds * args.sites):.0f} per site and "
-                  f"round, evaluation included)")  # fmt: skip
+            if down or up:  # the SuperLink logs each request only at FLWR_LOG_LEVEL=DEBUG
+                print(f"{mode}: objects pulled by the SuperNodes {down}, pushed {up} "
+                      f"({down / (args.rounds * args.sites):.0f} / {up / (args.rounds * args.sites):.0f} per site "
+                      f"and round, evaluation included)")  # fmt: skip
             print(f"{mode}: {args.rounds} rounds in {wall:.0f} s")
             results[mode] = records
         report(results["echo"], results["endofed"], args.gpu_epoch_s, full_mae_fp32_bytes(args.config, overrides))

@@ -91,6 +91,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/synth_speed.py
 	$(BIN)/python benchmarks/synth_honesty.py
 	$(BIN)/python benchmarks/server_state_cost.py
+	$(BIN)/python benchmarks/site_round.py --rounds 4
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache build *.egg-info

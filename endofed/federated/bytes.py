@@ -130,12 +130,12 @@ def _encode_entry(value: np.ndarray, reference: np.ndarray, key: str) -> tuple[n
     peak = max(float(delta.max()), -float(delta.min())) if delta.size else 0.0  # max |delta|, no temporary
     if not math.isfinite(peak):
         raise ValueError(f"{key!r} has NaN or Inf values; cannot quantise them")
-    scale = np.float32(peak / INT8_LEVELS)
-    if not scale > 0:
-        return np.zeros(delta.shape, dtype=np.int8), np.array([scale], dtype=np.float32)
-    np.divide(delta, scale, out=delta)
+    scale = np.array([peak / INT8_LEVELS], dtype=np.float32)
+    if not scale[0] > 0:
+        return np.zeros(delta.shape, dtype=np.int8), scale
+    np.divide(delta, scale[0], out=delta)
     np.rint(delta, out=delta)
-    return np.clip(delta, -INT8_LEVELS, INT8_LEVELS, out=delta).astype(np.int8), np.array([scale], dtype=np.float32)
+    return np.clip(delta, -INT8_LEVELS, INT8_LEVELS, out=delta).astype(np.int8), scale
 
 
 def _encode_delta(state: NumpyState, reference: NumpyState) -> NumpyState:

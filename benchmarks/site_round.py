@@ -56,15 +56,14 @@ def child(job: Path) -> None:
     import pstats
 
     spec = json.loads((job / "job.json").read_text())
-    import torch
-    from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+    from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
 
     from client.app import app as client_app
     from client.app import process_age_s
 
     imported = process_age_s()
-    arrays = {k: torch.from_numpy(v) for k, v in load_file(str(job / "payload.safetensors")).items()}
+    arrays = {k: Array(v) for k, v in load_file(str(job / "payload.safetensors")).items()}  # packed, as sent
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = RUN_ID, NODE_ID, 1
     content = RecordDict({"arrays": ArrayRecord(arrays), "config": ConfigRecord(spec["config"])})
     msg = Message(content=content, message_type=MessageType.TRAIN, dst_node_id=NODE_ID)
@@ -130,8 +129,9 @@ def main() -> None:
         child(Path(args.job))
         return
     from endofed.config import load_config
-    from endofed.federated.bytes import from_transport, link_modes
+    from endofed.federated.bytes import from_transport, link_modes, payload_layout
     from endofed.federated.downlink import DownLink
+    from endofed.federated.packing import pack, unpack
     from endofed.federated.weights import encoder_state
     from endofed.models import build_mae
 
@@ -143,6 +143,7 @@ def main() -> None:
         overrides = ["pretrain.batch_size=2", "federation.local_epochs=1", f"federation.transport={args.transport}"]
         cfg = load_config(args.config, overrides)
         master = {k: v.numpy() for k, v in encoder_state(build_mae(cfg.model, cfg.data.roi_size)).items()}
+        shapes = {k: v.shape for k, v in master.items()}
         run_config = {"config-path": str(Path(args.config).resolve()), "config-overrides": ";".join(overrides),
                       "site-configs": str(site_yaml), "output-dir": "", "run-key": "bench"}  # fmt: skip
         link, rows = DownLink(), []
@@ -158,7 +159,7 @@ def main() -> None:
                     config["base-digest"] = outgoing.base_digest
             job = root / f"round-{server_round}"
             job.mkdir()
-            save_file(payload, str(job / "payload.safetensors"))
+            save_file(pack(payload), str(job / "payload.safetensors"))
             profile = args.profile and server_round == args.rounds
             (job / "job.json").write_text(json.dumps({"config": config, "run_config": run_config, "profile": profile}))
             subprocess.run([sys.executable, __file__, "--job", str(job)], check=True, cwd=ROOT,
@@ -166,7 +167,9 @@ def main() -> None:
             timings = json.loads((job / "timings.json").read_text())
             rows.append(row(timings))
             received = link.view if outgoing is not None else master  # what the site decoded
-            master = from_transport(load_file(str(job / "reply.safetensors")), link_modes(args.transport)[1], received)
+            up = link_modes(args.transport)[1]
+            reply = unpack(load_file(str(job / "reply.safetensors")), payload_layout(shapes, up))
+            master = from_transport(reply, up, received)
             if outgoing is not None:
                 link.confirm(NODE_ID)
         print(f"\n{Path(args.config).name}, transport {args.transport}, seconds per round (fresh process each):")

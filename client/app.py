@@ -23,8 +23,9 @@ from flwr.clientapp.typing import ClientAppCallable
 
 from endofed.config import load_site_config
 from endofed.federated.audit import append_audit, audit_outgoing
-from endofed.federated.bytes import SCALE_SUFFIX, from_transport, link_modes, payload_layout, to_transport
+from endofed.federated.bytes import from_transport, link_modes, payload_layout, to_transport
 from endofed.federated.downlink import state_digest
+from endofed.federated.packing import pack, unpack, wire_layout
 from endofed.federated.protocol import (
     ARRAYS,
     BASE_DIGEST,
@@ -54,6 +55,7 @@ from endofed.federated.site_errors import (
     ERROR_LOG,
     SITE_INTERNAL,
     BaseUnknown,
+    GlobalRefused,
     category,
     error_reason,
     write_error_log,
@@ -81,7 +83,7 @@ def process_age_s() -> float:
 def outgoing_audit(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Mod: check every reply against the schema before it leaves the site, and log what left (``outgoing.jsonl``).
 
-    A train reply may hold exactly the encoder it received (keys, dtypes, shapes in the reply's codec) and the
+    A train reply may hold exactly the encoder it received (packed in the reply's codec: dtypes, sizes) and the
     schema's metrics; an evaluate reply the schema's metrics only (:mod:`endofed.federated.schema`). Anything
     else raises :class:`endofed.federated.site_errors.WithheldReply`: the reply is not sent (error code 108).
     """
@@ -89,13 +91,7 @@ def outgoing_audit(msg: Message, context: Context, call_next: ClientAppCallable)
     if reply.has_error():
         return reply  # contained_errors (outside) replaces its text with a fixed sentence
     site = _site(context)
-    received = {
-        k: tuple(v.shape)
-        for record in msg.content.array_records.values()
-        for k, v in record.items()
-        if not k.endswith(SCALE_SUFFIX)
-    }  # the weights' shapes (a delta's per-tensor scales are not weights)
-    allowed = payload_layout(received, reply_mode(msg))  # the received encoder, in the reply's wire format
+    allowed = wire_layout(site.expected, reply_mode(msg))  # the encoder it received, packed in the reply's codec
     record = audit_outgoing(str(msg.metadata.message_type), describe(reply.content), allowed)
     append_audit(site.state_dir, record)
     return reply
@@ -190,12 +186,16 @@ def _received(msg: Message, site: FederatedSite) -> Received:
     (:mod:`endofed.federated.downlink`).
 
     Raises:
+        GlobalRefused: the packed arrays do not fit this site's encoder in the message's codec.
         BaseUnknown: the base is not held here, or the decoded weights are not the ones announced.
     """
     config = msg.content[CONFIG]
     down, up = link_modes(_transport(msg))
     down = str(config.get(DOWN_CODEC, down))
-    arrays = {k: v.numpy() for k, v in msg.content[ARRAYS].items()}
+    try:
+        arrays = unpack({k: v.numpy() for k, v in msg.content[ARRAYS].items()}, payload_layout(site.expected, down))
+    except ValueError as exc:
+        raise GlobalRefused(f"the received arrays are not this site's encoder: {exc}") from exc
     base = _held_base(site, str(config[BASE_DIGEST])) if down == "delta_int8" else None
     decoded = from_transport(arrays, down, None if base is None else base.arrays)
     announced = None if config.get(VIEW_DIGEST) is None else str(config[VIEW_DIGEST])
@@ -205,8 +205,8 @@ def _received(msg: Message, site: FederatedSite) -> Received:
 
 
 def _reply_arrays(state: Mapping[str, torch.Tensor], mode: str, received: Mapping[str, np.ndarray]) -> ArrayRecord:
-    """The trained encoder in the reply's codec (a delta is taken against exactly the weights received)."""
-    return ArrayRecord({k: Array(v) for k, v in to_transport(state, mode, received).items()})
+    """The trained encoder in the reply's codec, packed (a delta is taken against exactly the weights received)."""
+    return ArrayRecord({k: Array(v) for k, v in pack(to_transport(state, mode, received)).items()})
 
 
 @app.train()

@@ -38,6 +38,7 @@ from endofed.config import FederationConfig
 from endofed.federated.privacy import PrivacyLedger, clip_update, noise_std, private_average
 from endofed.federated.protocol import ARRAYS
 from endofed.federated.strategies import DP_COMPATIBLE
+from server.replies import to_record
 from server.strategies import RoundLogMixin
 
 LOGGER = logging.getLogger(__name__)
@@ -135,13 +136,12 @@ class PrivateRounds(DifferentialPrivacyServerSideFixedClipping):
         """Clip one reply's update in place; ``None`` (reply left as is) when the round log will reject it."""
         if reply.has_error():
             return None
-        try:
-            weights = reply.content.array_records[ARRAYS]
-            self.inner.decode_reply(weights)  # the round log's own check: keys, shapes, dtypes, finite values
+        try:  # the round log's own check: keys, shapes, dtypes, finite values (fp32 transport: the weights sent)
+            weights = self.inner.decode_weights(reply.content.array_records[ARRAYS])
         except (ValueError, KeyError):
             return None  # the wrapped strategy rejects it again, with its log line and round record
-        update, norm = clip_update({key: weights[key].numpy() - base[key] for key in base}, self.clipping_norm)
-        reply.content[ARRAYS] = ArrayRecord({key: Array(base[key] + update[key]) for key in weights.keys()})
+        update, norm = clip_update({key: weights[key] - base[key] for key in base}, self.clipping_norm)
+        reply.content[ARRAYS] = to_record({key: base[key] + update[key] for key in base})  # on the wire, as received
         return _Clipped(int(reply.metadata.src_node_id), reply.content, update, norm)
 
     @staticmethod

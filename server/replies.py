@@ -19,7 +19,7 @@ from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from endofed.errors import shorten
-from endofed.federated.bytes import from_transport, to_transport
+from endofed.federated.packing import pack, unpack
 from endofed.federated.protocol import METRICS, NUM_EXAMPLES, PARTITION_ID, PASSPORT_SHA256_KEYS
 from endofed.federated.schema import ArraySpec, common_keys, describe, reply_problem
 from endofed.federated.validate import validate_num_examples
@@ -42,18 +42,18 @@ def as_numpy(arrays: ArrayRecord) -> dict[str, np.ndarray]:
     return {key: value.numpy() for key, value in arrays.items()}
 
 
-def encode(arrays: ArrayRecord, mode: str, reference: dict[str, np.ndarray] | None = None) -> ArrayRecord:
-    """Arrays as they go on the wire in codec ``mode`` (``reference``: the state a delta is taken against)."""
-    if mode == "fp32":
-        return arrays
-    return ArrayRecord({k: Array(v) for k, v in to_transport(as_numpy(arrays), mode, reference).items()})
+def to_record(payload: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """A codec's payload as it goes on the wire: packed, one ``Array`` per dtype (see endofed.federated.packing)."""
+    return ArrayRecord({k: Array(v) for k, v in pack(payload).items()})
 
 
-def decode(arrays: ArrayRecord, mode: str, reference: dict[str, np.ndarray] | None = None) -> ArrayRecord:
-    """Float32 arrays from the wire format (``reference``: what a delta is added to)."""
-    if mode == "fp32":
-        return arrays
-    return ArrayRecord({k: Array(v) for k, v in from_transport(as_numpy(arrays), mode, reference).items()})
+def from_record(arrays: ArrayRecord, layout: Mapping[str, ArraySpec]) -> dict[str, np.ndarray]:
+    """The payload of ``layout`` in received packed arrays (views into them).
+
+    Raises:
+        ValueError: the arrays do not fit the layout.
+    """
+    return unpack(as_numpy(arrays), layout)
 
 
 def failed_replies(replies: Iterable[Message]) -> list[dict[str, Any]]:

@@ -31,8 +31,9 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedMedian, FedProx, FedTrimmedAvg
 
 from endofed.config import FederationConfig
-from endofed.federated.bytes import payload_layout, state_nbytes
+from endofed.federated.bytes import state_nbytes
 from endofed.federated.downlink import DownLink
+from endofed.federated.packing import wire_layout
 from endofed.federated.protocol import (
     ARRAYS,
     DEFAULT_TRANSPORT,
@@ -171,7 +172,7 @@ class RoundLogMixin(WireMixin):
 
         Idempotent: screening the kept replies again keeps them all (PrivateRounds screens before it clips).
         """
-        allowed = payload_layout({k: v.shape for k, v in self._sent.items()}, self.up)
+        allowed = wire_layout({k: v.shape for k, v in self._sent.items()}, self.up)
         result = screen(replies, TRAIN, allowed, self.max_examples)
         for entry in result.rejected:
             self._reject(entry["node"], entry["reason"])

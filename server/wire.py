@@ -9,6 +9,9 @@ master weights and aggregates float32 arrays whatever travels.
   :class:`~endofed.federated.downlink.DownLink` for the whole run, both phases). Up, a site's int8 delta is
   against exactly the weights it received (the view); the server adds each decoded delta to its float32 master
   weights (not to the view), so an update smaller than a quantisation step is not lost.
+
+Every payload travels packed, one array per dtype (:mod:`endofed.federated.packing`): both ends derive its
+layout from the encoder's shapes and the codec.
 """
 
 from __future__ import annotations
@@ -19,11 +22,11 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
-from endofed.federated.bytes import from_transport, link_modes, state_nbytes
+from endofed.federated.bytes import from_transport, link_modes, payload_layout, state_nbytes, to_transport
 from endofed.federated.downlink import DELTA, Broadcast, DownLink, Outgoing
 from endofed.federated.protocol import ARRAYS, BASE_DIGEST, CONFIG, DEFAULT_TRANSPORT, DOWN_CODEC, VIEW_DIGEST
 from endofed.federated.validate import validate_update
-from server.replies import as_numpy, decode, encode
+from server.replies import as_numpy, from_record, to_record
 
 
 class WireMixin:
@@ -64,11 +67,11 @@ class WireMixin:
             self._broadcast = self.downlink.advance(master)
             self._sent, self._base = self._broadcast.view, master
             return ArrayRecord()
-        wire = encode(arrays, self.down)
-        self._sent = as_numpy(decode(wire, self.down))
+        payload = to_transport(master, self.down)
+        self._sent = payload if self.down == "fp32" else from_transport(payload, self.down)  # fp32: a copy already
         self._base = master if self.delta else self._sent
-        self._wire_bytes = state_nbytes(as_numpy(wire))
-        return wire
+        self._wire_bytes = state_nbytes(payload)
+        return to_record(payload)
 
     def address(self, messages: Iterable[Message], broadcast: Broadcast | None = None) -> list[Message]:
         """Each message with its destination's own payload (``delta_int8``); unchanged otherwise.
@@ -87,7 +90,7 @@ class WireMixin:
             node = int(message.metadata.dst_node_id)
             outgoing = broadcast.for_node(node)
             if id(outgoing) not in records:
-                records[id(outgoing)] = ArrayRecord({k: Array(v) for k, v in outgoing.payload.items()})
+                records[id(outgoing)] = to_record(outgoing.payload)
             config = ConfigRecord({**message.content[CONFIG], **_codec_config(outgoing)})
             content = RecordDict({ARRAYS: records[id(outgoing)], CONFIG: config})
             addressed.append(Message(content, dst_node_id=node, message_type=message.metadata.message_type))
@@ -101,9 +104,9 @@ class WireMixin:
     def evaluation_payload(self, arrays: ArrayRecord) -> tuple[ArrayRecord, Broadcast | None]:
         """The encoder for an evaluation message: the fp32 / bf16 payload, or the down-link's payloads (no advance)."""
         if self.downlink is None:
-            wire = encode(arrays, self.down)
-            self._wire_bytes = state_nbytes(as_numpy(wire))
-            return wire, None
+            payload = to_transport(as_numpy(arrays), self.down)
+            self._wire_bytes = state_nbytes(payload)
+            return to_record(payload), None
         master = {k: np.array(v, dtype=np.float32) for k, v in as_numpy(arrays).items()}
         return ArrayRecord(), self.downlink.peek(master)
 
@@ -117,7 +120,7 @@ class WireMixin:
 
     def decode_weights(self, arrays: ArrayRecord) -> dict[str, np.ndarray]:
         """:meth:`decode_reply` as numpy arrays (no round trip through Flower's serialised ``Array``)."""
-        received = as_numpy(arrays)
+        received = from_record(arrays, payload_layout({k: v.shape for k, v in self._sent.items()}, self.up))
         weights = from_transport(received, self.up, self._base if self.delta else None)
         self._last_norm = validate_update(weights, self._sent, self.max_norm_ratio or None)
         return weights

@@ -16,10 +16,11 @@ CLIENT_MODULE = "instrumented_client"
 
 
 def instrumented_pyproject(text: str) -> str:
-    """The repository's ``pyproject.toml`` with the instrumented ClientApp, its file in the bundle, and ``echo``."""
+    """The repository's ``pyproject.toml`` with the instrumented ClientApp, its file in the bundle, the echo keys."""
     out, count = re.subn(r'^clientapp = ".*"$', f'clientapp = "{CLIENT_MODULE}:app"', text, flags=re.M)
     out, included = re.subn(r"^fab-include = \[", f'fab-include = [\n    "/{CLIENT_MODULE}.py",', out, flags=re.M)
-    out, configured = re.subn(r"^\[tool\.flwr\.app\.config\]$", "[tool.flwr.app.config]\necho = false", out, flags=re.M)
+    echo_keys = "[tool.flwr.app.config]\necho = false\necho-busy-s = 0.0"
+    out, configured = re.subn(r"^\[tool\.flwr\.app\.config\]$", echo_keys, out, flags=re.M)
     if (count, included, configured) != (1, 1, 1):
         raise ValueError("pyproject.toml no longer has one clientapp, fab-include and [tool.flwr.app.config]")
     return out

@@ -5,7 +5,10 @@ registers the same handlers behind two more mods, and it is never part of the bu
 :func:`tests.instrumented.build_instrumented_app` lays out a separate Flower app folder for it.
 
 * ``echo`` (run-config key ``echo = true``): reply with as many bytes as a real reply and do no training, to
-  measure Flower's own cost per round (``benchmarks/federation_overhead.py``).
+  measure Flower's own cost per round (``benchmarks/federation_overhead.py``). With ``echo-busy-s = S`` it first
+  keeps the CPU busy for S seconds (matrix products on torch's threads, as training would) and reports them as its
+  training time: on one machine shared by several sites, a site's training slows the others' start-up and
+  transfers, and an idle echo would leave that out of the baseline.
 * ``inject-fault`` (SuperNode ``--node-config 'inject-fault="nan@2,norm@3"'``): spoil this site's own training
   reply in the named pre-training rounds, after its outgoing audit, as a hostile site would
   (``tests/test_resilience.py``; see :mod:`endofed.federated.faults`).
@@ -13,41 +16,68 @@ registers the same handlers behind two more mods, and it is never part of the bu
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
+import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
 from client import app as production
-from endofed.federated.bytes import SCALE_SUFFIX, zero_delta
 from endofed.federated.faults import NODE_CONFIG_KEY, Reply, leaking_exception, parse_fault_plan, spoil
-from endofed.federated.protocol import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, PHASE, PRETRAIN, SERVER_ROUND, T_STARTUP
+from endofed.federated.packing import PACKED_PREFIX, wire_layout
+from endofed.federated.protocol import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    NUM_EXAMPLES,
+    PHASE,
+    PRETRAIN,
+    SERVER_ROUND,
+    T_STARTUP,
+    TRAIN_SECONDS,
+)
+from endofed.federated.runconfig import experiment_config
+from endofed.federated.weights import shared_shapes
 
 ECHO = "echo"  # run-config key of the echo baseline
+ECHO_BUSY_S = "echo-busy-s"  # run-config key: seconds the echo keeps the CPU busy per train message (as training)
 ECHO_STEP = 1e-6  # scale of the echo's delta reply: moves each weight by at most 127e-6 per round
 
 
-def echo_reply(msg: Message) -> ArrayRecord:
-    """The echo baseline's arrays: as many bytes and as many distinct arrays as a real reply, and no training.
+def echo_reply(msg: Message, context: Context) -> ArrayRecord:
+    """The echo baseline's arrays: the same packed layout and as many new bytes as a real reply, and no training.
 
     Flower stores arrays by content hash and does not move an object the other side already holds, and it moves
-    every distinct array as its own object (one HTTP request each, about 10 ms on loopback here), so a fair
-    baseline must send as many *distinct* arrays as a real reply, not just as many bytes. Each array is rolled
-    by one element (same bytes, new content). A delta reply carries the low bytes of the rolled received values
-    (never 0) and a small scale of its own per array and round (:data:`ECHO_STEP`), so that, like a real update, it
-    moves every weight of the global a little and the next round's down-link delta is all new arrays too.
+    every array (and each 5 MiB chunk of one) as its own object (one HTTP request each), so a fair baseline sends
+    the same arrays as a real reply with new content, not just as many bytes: the received packed arrays rolled
+    by one element. A delta reply carries the low bytes of the rolled received values (never 0) and a small scale
+    of its own per entry and round (:data:`ECHO_STEP`), so that, like a real update, it moves every weight of the
+    global a little and the next round's down-link delta is all new bytes too.
     """
-    received = {k: v.numpy() for k, v in msg.content[ARRAYS].items() if not k.endswith(SCALE_SUFFIX)}
-    if production.reply_mode(msg) != "delta_int8":
+    received = {k: v.numpy() for k, v in msg.content[ARRAYS].items()}
+    if production.reply_mode(msg) != "delta_int8":  # fp32 / bf16: the reply has the received layout
         return ArrayRecord({k: Array(np.roll(v, 1)) for k, v in received.items()})
+    cfg = experiment_config(context.run_config, production.APP_DIR)
+    layout = wire_layout(shared_shapes(cfg.model, cfg.data.roi_size), "delta_int8")
     server_round = int(msg.content[CONFIG].get(SERVER_ROUND, 0))
-    payload = zero_delta({k: v.shape for k, v in received.items()})
-    for index, (key, value) in enumerate(sorted(received.items())):
-        # the low bytes (new content, a delta's bytes), never 0: every weight moves, as training moves them all,
-        # so that the next down-link delta holds as many distinct arrays as after a real round
-        payload[key] = np.roll(value, 1).astype(np.int8) | np.int8(1)
-        payload[key + SCALE_SUFFIX][0] = ECHO_STEP * (1 + 1e-3 * index) * (1 + 1e-2 * server_round)
-    return ArrayRecord({k: Array(v) for k, v in payload.items()})
+    weights = max(received.values(), key=lambda value: value.size)  # every weight, in the down-link's codec
+    # the low bytes (new content, a delta's bytes), never 0: every weight moves, as training moves them all
+    values = np.roll(weights, 1).astype(np.int8) | np.int8(1)
+    entries = np.arange(layout[PACKED_PREFIX + "float32"].shape[0], dtype=np.float32)
+    scales = (ECHO_STEP * (1 + 1e-3 * entries) * (1 + 1e-2 * server_round)).astype(np.float32)
+    return ArrayRecord({PACKED_PREFIX + "int8": Array(values), PACKED_PREFIX + "float32": Array(scales)})
+
+
+def keep_busy(seconds: float) -> float:
+    """Matrix products on torch's CPU threads for ``seconds`` (0: none); returns the seconds spent."""
+    started = time.perf_counter()
+    if seconds > 0:
+        matrix = torch.rand(256, 256)
+        while time.perf_counter() - started < seconds:
+            matrix = torch.tanh(matrix @ matrix)  # bounded values, the cores busy
+    return time.perf_counter() - started
 
 
 def echo(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
@@ -56,8 +86,11 @@ def echo(msg: Message, context: Context, call_next: ClientAppCallable) -> Messag
         return call_next(msg, context)
     content = RecordDict({METRICS: MetricRecord({NUM_EXAMPLES: 1})})
     if msg.metadata.message_type == MessageType.TRAIN:
-        content[ARRAYS] = echo_reply(msg)
-        content[METRICS][T_STARTUP] = production.process_age_s()  # process start -> handler, as a real reply's
+        startup = production.process_age_s()  # process start -> handler, as a real reply's
+        busy = keep_busy(float(context.run_config.get(ECHO_BUSY_S, 0.0)))
+        content[ARRAYS] = echo_reply(msg, context)
+        content[METRICS][T_STARTUP] = startup
+        content[METRICS][TRAIN_SECONDS] = busy
     return Message(content, reply_to=msg)
 
 

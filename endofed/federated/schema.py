@@ -5,8 +5,9 @@ each metric's value) and held against the schema of its message kind:
 
 * **records**: a train reply holds exactly one ArrayRecord ``arrays`` and one MetricRecord ``metrics``; an
   evaluate reply exactly one MetricRecord ``metrics``. No ConfigRecord, no other record.
-* **arrays**: exactly the keys, numpy dtypes and shapes of the encoder the site received, in the reply's codec
-  (:func:`endofed.federated.bytes.payload_layout`: float32; bfloat16 bits as uint16; int8 plus one float32 scale).
+* **arrays**: exactly the encoder the site received, in the reply's codec
+  (:func:`endofed.federated.bytes.payload_layout`: float32; bfloat16 bits as uint16; int8 plus one float32 scale
+  per entry), packed into one array per dtype of the exact size (:func:`endofed.federated.packing.wire_layout`).
 * **metrics**: keys from a closed set per kind (:data:`TRAIN_METRICS`, :data:`EVALUATE_METRICS`), ``num-examples``
   required, each value one finite int or float (no list, no bool).
 

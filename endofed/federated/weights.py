@@ -15,12 +15,14 @@ Policies:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
+from endofed.config import ModelConfig
 from endofed.federated.arrays import ArrayLike, StateLike, key_mismatch, to_tensor
+from endofed.models.factory import build_encoder
 from endofed.models.vit3d import ViT3D
 
 POLICIES = ("encoder", "encoder_no_norm")
@@ -102,6 +104,14 @@ def shared_keys(model_or_state: nn.Module | StateLike, policy: str = "encoder") 
         norm_keys = {key for key in entries if NORM_KEY.search(key)}
     local = norm_keys if policy == "encoder_no_norm" else set()
     return tuple(key for key, value in entries.items() if _is_floating(value) and key not in local)
+
+
+def shared_shapes(model: ModelConfig, roi_size: Sequence[int]) -> dict[str, tuple[int, ...]]:
+    """The federated encoder's keys and shapes for a model config (built on the meta device: no memory, no init)."""
+    with torch.device("meta"):
+        encoder = build_encoder(model, roi_size)
+    live = encoder.state_dict()
+    return {key: tuple(live[key].shape) for key in shared_keys(encoder)}
 
 
 def encoder_state(model: nn.Module, policy: str = "encoder") -> dict[str, torch.Tensor]:

@@ -45,12 +45,12 @@ from endofed.federated.protocol import (
     TRAIN_SECONDS,
 )
 from endofed.federated.proximal import global_snapshot, proximal_term
-from endofed.federated.weights import ENCODER_PREFIX, encoder_of, load_shared, shared_keys
+from endofed.federated.weights import ENCODER_PREFIX, encoder_of, load_shared, shared_keys, shared_shapes
 from endofed.finetune.metrics import binary_metrics
 from endofed.io.jsonl import append_jsonl
 from endofed.io.optim import optimizer_tensors
 from endofed.io.tensorboard import TENSORBOARD_DIR, write_epochs
-from endofed.models import Classifier3D, build_classifier, build_encoder, build_mae
+from endofed.models import Classifier3D, build_classifier, build_mae
 from endofed.seeds import derive_seed
 from endofed.training.cohort import load_cohort
 from endofed.training.device import resolve_device
@@ -179,10 +179,7 @@ class FederatedSite:
         self.stores = {name: RoundStore(self.state_dir / name, name in HASHED_STATE)
                        for name in (MAE_STATE, CLASSIFIER_STATE)}  # fmt: skip
         self.restored: dict[str, int | None] = {}  # per state: the round the last call continued from (logs, tests)
-        with torch.device("meta"):  # shapes only: no storage, no random init
-            encoder = build_encoder(cfg.model, cfg.data.roi_size)
-        live = encoder.state_dict()
-        self.expected = {k: tuple(live[k].shape) for k in shared_keys(encoder)}  # what a received encoder must be
+        self.expected = shared_shapes(cfg.model, cfg.data.roi_size)  # what a received encoder must be
 
     # ------------------------------------------------------------------ local state on disk
     def _dp_ratio(self, known: Any) -> float:

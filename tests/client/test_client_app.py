@@ -5,19 +5,22 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from client.app import app as client_app
 from endofed.cli.common import LOG_DIR_ENV
 from endofed.config import load_config, load_site_config
 from endofed.federated.audit import WithheldReply
+from endofed.federated.bytes import payload_layout
 from endofed.federated.downlink import state_digest
+from endofed.federated.packing import pack, unpack, wire_layout
 from endofed.federated.schema import EVALUATE_METRICS
 from endofed.federated.site_errors import ERROR_LOG, SITE_CONFIG, SITE_DATA, error_reason
 from endofed.federated.weights import encoder_state
@@ -50,15 +53,26 @@ def _context(sites: list[Path], partition: int) -> Context:
     return Context(run_id=RUN_ID, node_id=NODE_ID, node_config=node_config, state=RecordDict(), run_config=run_config)
 
 
-def _message(kind: str, arrays: dict[str, torch.Tensor], config: dict) -> Message:
+def _message(kind: str, payload: Mapping[str, torch.Tensor | np.ndarray], config: dict) -> Message:
+    """A message from the server carrying ``payload`` (weights in some codec) packed, as the server sends it."""
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = RUN_ID, NODE_ID, 1
-    content = RecordDict({"arrays": ArrayRecord(arrays), "config": ConfigRecord(config)})
+    arrays = ArrayRecord({k: Array(v) for k, v in pack({k: np.asarray(v) for k, v in payload.items()}).items()})
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord(config)})
     return Message(content=content, message_type=kind, dst_node_id=NODE_ID)
 
 
 def _global_encoder() -> dict[str, torch.Tensor]:
     cfg = load_config(TINY, OVERRIDES)
     return encoder_state(build_mae(cfg.model, cfg.data.roi_size, generator=torch.Generator().manual_seed(1)))
+
+
+def _shapes() -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in _global_encoder().items()}
+
+
+def _payload(reply: Message, mode: str) -> dict[str, np.ndarray]:
+    """A train reply's payload in codec ``mode``, unpacked (it must fit the encoder's layout exactly)."""
+    return unpack({k: v.numpy() for k, v in reply.content["arrays"].items()}, payload_layout(_shapes(), mode))
 
 
 def test_train_reply_holds_only_the_encoder_and_scalar_metrics(sites):
@@ -69,12 +83,14 @@ def test_train_reply_holds_only_the_encoder_and_scalar_metrics(sites):
     content = reply.content
     assert set(content.array_records) == {"arrays"} and set(content.metric_records) == {"metrics"}
     assert not content.config_records  # no strings at all: no paths, no subject ids
-    arrays = content["arrays"]
-    assert set(arrays) == set(sent)  # exactly the encoder's keys
-    largest = max(v.numel() for v in sent.values())
+    values = sum(v.numel() for v in sent.values())
+    assert {k: (str(v.dtype), tuple(v.shape)) for k, v in content["arrays"].items()} == {
+        "packed/float32": ("float32", (values,))
+    }  # one array: every encoder value, nothing else
+    arrays = _payload(reply, "fp32")
     for key, value in arrays.items():
-        assert value.numpy().shape == tuple(sent[key].shape) and value.numpy().size <= largest
-        assert not np.array_equal(value.numpy(), sent[key].numpy()) or key.endswith("bias")
+        assert value.shape == tuple(sent[key].shape)
+        assert not np.array_equal(value, sent[key].numpy()) or key.endswith("bias")
     metrics = content["metrics"]
     assert all(isinstance(v, (int, float)) for v in metrics.values())
     assert metrics["num-examples"] == 8  # volumes of the non-test cases, not batches
@@ -130,7 +146,7 @@ def test_bf16_transport_round_trip_through_the_client(sites):
     config = {"phase": "pretrain", "server-round": 1, "total-rounds": 1, "local-epochs": 1, "transport": "bf16"}
     reply = client_app(_message(MessageType.TRAIN, wire, config), _context(sites, 0))
     assert not reply.has_error(), reply.error
-    arrays = {k: v.numpy() for k, v in reply.content["arrays"].items()}
+    arrays = _payload(reply, "bf16")
     assert all(v.dtype == np.uint16 and v.shape == tuple(sent[k].shape) for k, v in arrays.items())
     decoded = from_transport(arrays, "bf16")
     assert set(decoded) == set(sent) and all(v.dtype == np.float32 for v in decoded.values())
@@ -156,7 +172,8 @@ def test_delta_int8_reply_is_a_quarter_of_fp32_and_passes_the_audit(sites):
     context.run_config["run-key"] = "delta"
     reply = client_app(_message(MessageType.TRAIN, wire, config), context)
     assert not reply.has_error(), reply.error
-    arrays = {k: v.numpy() for k, v in reply.content["arrays"].items()}
+    assert list(reply.content["arrays"]) == ["packed/float32", "packed/int8"]
+    arrays = _payload(reply, "delta_int8")
     assert set(arrays) == set(sent) | {k + SCALE_SUFFIX for k in sent}
     assert all(arrays[k].dtype == np.int8 and arrays[k].shape == tuple(sent[k].shape) for k in sent)
     assert state_nbytes(arrays) == state_nbytes(sent) // 4 + 4 * len(sent)
@@ -164,7 +181,7 @@ def test_delta_int8_reply_is_a_quarter_of_fp32_and_passes_the_audit(sites):
     assert any(not np.array_equal(trained[k], received[k]) for k in sent)
     log = load_site_config(sites[0]).work_dir / "federation" / "delta" / OUTGOING_FILE
     audit = [json.loads(line) for line in log.read_text().splitlines()]
-    assert audit[-1]["arrays"] == 2 * len(sent)  # every encoder array and its scale, nothing else
+    assert audit[-1]["arrays"] == 2  # the encoder's int8 values and its scales, packed; nothing else
 
 
 @pytest.mark.parametrize("transport", ["fp32", "bf16", "delta_int8"])
@@ -183,13 +200,14 @@ def test_echo_moves_as_many_bytes_as_a_real_reply(sites, transport):
     config = {"phase": "pretrain", "server-round": 1, "total-rounds": 1, "local-epochs": 1, "transport": transport,
               "down-codec": down}  # fmt: skip
     reply = instrumented_app(_message(MessageType.TRAIN, wire, config), context)
-    arrays = {k: v.numpy() for k, v in reply.content["arrays"].items()}
-    assert state_nbytes(arrays) == state_nbytes(to_transport(received, up, received))  # a real reply's size
-    # new content (Flower would not push arrays it already holds; constant arrays such as zero biases aside) ...
+    packed = {k: v.numpy() for k, v in reply.content["arrays"].items()}
+    layout = {k: (str(v.dtype), v.shape) for k, v in packed.items()}
+    assert layout == wire_layout(_shapes(), up)  # a real reply's arrays: the same objects for Flower to move
+    assert state_nbytes(packed) == state_nbytes(to_transport(received, up, received))  # and a real reply's size
+    arrays = _payload(reply, up)
+    # new content (Flower would not push arrays it already holds; constant arrays such as zero biases aside)
     varied = [k for k in sent if len(np.unique(wire[k].numpy())) > 1]
     assert varied and not any(np.array_equal(arrays[k], wire[k].numpy()) for k in varied)
-    distinct = {arrays[k].tobytes() for k in arrays}  # ... every array its own object, as in a real reply
-    assert len(distinct) >= len(varied)
     if up == "delta_int8":  # ... and a small move of the weights sent, as a real update is
         back = from_transport(arrays, up, received)
         assert all(np.abs(back[k] - received[k]).max() <= 128 * ECHO_STEP * 1.1 for k in sent)
@@ -225,10 +243,10 @@ def test_the_instrumented_app_is_a_separate_bundle(tmp_path):
     assert 'clientapp = "client.app:app"' in shipped and "instrumented" not in shipped and "echo" not in shipped
 
 
-def _leaking_app(extra: dict[str, np.ndarray], contained: bool = False):
+def _leaking_app(extra: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], contained: bool = False):
     """A ClientApp with the real outgoing audit (inside the real containment if ``contained``, as shipped) whose
-    handler adds ``extra`` arrays to an honest reply."""
-    from flwr.app import Array, MetricRecord
+    handler adds ``extra(honest)`` arrays to (or over) the packed arrays of an honest reply."""
+    from flwr.app import MetricRecord
     from flwr.clientapp import ClientApp
 
     from client.app import contained_errors, outgoing_audit
@@ -238,10 +256,10 @@ def _leaking_app(extra: dict[str, np.ndarray], contained: bool = False):
 
     @leaky.train()
     def train(msg: Message, context: Context) -> Message:
-        received = {k: v.numpy() for k, v in msg.content["arrays"].items()}
+        received = unpack({k: v.numpy() for k, v in msg.content["arrays"].items()}, payload_layout(_shapes(), "fp32"))
         mode = link_modes(str(msg.content["config"]["transport"]))[1]
-        honest = to_transport(received, mode, received)
-        arrays = ArrayRecord({k: Array(v) for k, v in {**honest, **extra}.items()})
+        honest = pack(to_transport(received, mode, received))
+        arrays = ArrayRecord({k: Array(v) for k, v in {**honest, **extra(honest)}.items()})
         return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": 1})}), reply_to=msg)
 
     return leaky
@@ -250,12 +268,16 @@ def _leaking_app(extra: dict[str, np.ndarray], contained: bool = False):
 @pytest.mark.parametrize(
     ("transport", "extra", "refused"),
     [
-        ("delta_int8", {}, None),  # the encoder's int8 arrays and one scale each: allowed
-        ("delta_int8", {"decoder_pred.weight": np.zeros((2, 2), np.int8)}, "beyond the shared encoder"),
-        ("delta_int8", {"norm.weight#scale": np.zeros(5, np.float32)}, r"'norm.weight#scale' has shape \(5,\)"),
-        ("delta_int8", {"norm.weight#scale": np.zeros(1, np.float64)}, "has dtype float64, expected float32"),
-        ("delta_int8", {"norm.weight": np.zeros(48, np.uint8)}, "has dtype uint8, expected int8"),
-        ("fp32", {"norm.weight#scale": np.zeros(1, np.float32)}, "beyond the shared encoder"),
+        ("delta_int8", lambda p: {}, None),  # the encoder's int8 values and one scale per entry: allowed
+        ("delta_int8", lambda p: {"decoder_pred.weight": np.zeros((2, 2), np.int8)}, "beyond the shared encoder"),
+        ("delta_int8", lambda p: {"packed/float32": np.zeros(5, np.float32)}, r"'packed/float32' has shape \(5,\)"),
+        (
+            "delta_int8",
+            lambda p: {"packed/float32": np.float64(p["packed/float32"])},
+            "dtype float64, expected float32",
+        ),
+        ("delta_int8", lambda p: {"packed/int8": p["packed/int8"].view(np.uint8)}, "has dtype uint8, expected int8"),
+        ("fp32", lambda p: {"packed/int8": np.zeros(1, np.int8)}, "beyond the shared encoder"),
     ],
 )
 def test_outgoing_audit_allows_exactly_the_reply_codec_layout(sites, transport, extra, refused):
@@ -286,7 +308,39 @@ def test_the_raise_fault_leaves_the_site_as_a_fixed_sentence_and_its_text_stays_
 def test_a_reply_the_audit_withholds_leaves_as_code_108_only(sites):
     from endofed.federated.site_errors import SITE_WITHHELD
 
-    leaky = _leaking_app({"decoder_pred.weight": np.zeros((2, 2), np.int8)}, contained=True)
+    leaky = _leaking_app(lambda p: {"decoder_pred.weight": np.zeros((2, 2), np.int8)}, contained=True)
     config = {"phase": "pretrain", "server-round": 1, "total-rounds": 1, "local-epochs": 1, "transport": "fp32"}
     reply = leaky(_message(MessageType.TRAIN, _global_encoder(), config), _context(sites, 1))
     assert reply.has_error() and (reply.error.code, reply.error.reason) == (SITE_WITHHELD, error_reason(SITE_WITHHELD))
+
+
+def test_packed_arrays_that_do_not_fit_the_sites_encoder_are_refused_before_anything_runs(sites):
+    from endofed.federated.site_errors import SITE_REFUSED_GLOBAL
+
+    sent = _global_encoder()
+    short = dict(sent)
+    short.pop(next(iter(short)))  # another model's encoder: one entry fewer, so fewer packed values
+    config = {"phase": "pretrain", "server-round": 1, "total-rounds": 1, "local-epochs": 1}
+    context = _context(sites, 0)
+    context.run_config["run-key"] = "not-ours"
+    reply = client_app(_message(MessageType.TRAIN, short, config), context)
+    assert reply.has_error() and reply.error.code == SITE_REFUSED_GLOBAL
+    detail = (load_site_config(sites[0]).work_dir / "logs" / ERROR_LOG).read_text()
+    assert "the received arrays are not this site's encoder: packed 'packed/float32' is float32" in detail
+    assert not (load_site_config(sites[0]).work_dir / "federation" / "not-ours" / "mae").exists()
+
+
+def test_the_busy_echo_keeps_the_cpu_busy_and_reports_it_as_training(sites):
+    import time
+
+    from tests.instrumented_client import ECHO, ECHO_BUSY_S
+    from tests.instrumented_client import app as instrumented_app
+
+    context = _context(sites, 0)
+    context.run_config[ECHO], context.run_config[ECHO_BUSY_S] = True, 0.4
+    config = {"phase": "pretrain", "server-round": 1, "total-rounds": 1, "local-epochs": 1, "transport": "fp32"}
+    started_cpu = time.process_time()
+    reply = instrumented_app(_message(MessageType.TRAIN, _global_encoder(), config), context)
+    assert not reply.has_error(), reply.error
+    assert 0.4 <= reply.content["metrics"]["train-seconds"] < 5.0
+    assert time.process_time() - started_cpu >= 0.3  # computing, not sleeping

@@ -16,7 +16,7 @@ from endofed.lineage.record import RunLineage
 from endofed.lineage.verify import read_card, verify_card
 from server.app import _checkpointer
 from server.lineage import CardWriter, aggregated_sites
-from server.replies import average_metrics
+from server.replies import average_metrics, to_record
 from server.strategies import make_strategy
 
 
@@ -27,7 +27,7 @@ def _record(**arrays: list[float]) -> ArrayRecord:
 def _reply(node: int, weights: list[float], volumes: int, passport: dict) -> Message:
     msg = Message(RecordDict({"config": ConfigRecord({})}), message_type=MessageType.TRAIN, dst_node_id=node)
     metrics = MetricRecord({"num-examples": volumes, "partition-id": node % 10, **passport_metrics(passport)})
-    return Message(RecordDict({"arrays": _record(w=weights), "metrics": metrics}), reply_to=msg)
+    return Message(RecordDict({"arrays": to_record({"w": np.float32(weights)}), "metrics": metrics}), reply_to=msg)
 
 
 def test_the_passport_words_are_not_averaged():

@@ -12,6 +12,7 @@ from endofed.config import FederationConfig
 from endofed.federated.privacy import PrivacyLedger, epsilon_after
 from endofed.io.jsonl import JsonlWriter
 from server.privacy import PRIVACY_STATE, PrivateRounds, make_private
+from server.replies import to_record
 from server.strategies import make_strategy
 
 DP = {
@@ -63,7 +64,7 @@ def _round(private, server_round, base, replies):
     sent = {m.metadata.dst_node_id: m for m in private.configure_train(server_round, base, ConfigRecord({}), grid)}
     messages = []
     for node, weights, volumes in replies:
-        content = {"arrays": weights if isinstance(weights, ArrayRecord) else _record(w=weights),
+        content = {"arrays": weights if isinstance(weights, ArrayRecord) else to_record({"w": np.float32(weights)}),
                    "metrics": MetricRecord({"num-examples": volumes})}  # fmt: skip
         messages.append(Message(RecordDict(content), reply_to=sent[node]))
     return private.aggregate_train(server_round, messages)

@@ -16,6 +16,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Met
 from flwr.supercore.task_identity import TaskIdentity
 
 from endofed.config import FederationConfig
+from endofed.federated.packing import PACKED_PREFIX
 from endofed.federated.privacy import PrivacyLedger
 from endofed.federated.schema import ArraySpec
 from endofed.io.jsonl import JsonlWriter
@@ -24,10 +25,17 @@ from server.replies import screen
 from server.strategies import STRATEGY_CLASSES, make_strategy
 
 BASE = [3.0, 4.0]  # the global weights (norm 5)
+PACKED = PACKED_PREFIX + "float32"
 
 
 def _arrays(values) -> ArrayRecord:
+    """The global weights as the server holds them (one entry ``w``)."""
     return ArrayRecord({"w": Array(np.asarray(values, dtype=np.float32))})
+
+
+def _wire(values) -> ArrayRecord:
+    """A reply's arrays on the wire: ``w`` in fp32, packed (one entry: the packed array is ``w`` itself)."""
+    return ArrayRecord({PACKED: Array(np.asarray(values, dtype=np.float32))})
 
 
 def _request(kind: str, node: int) -> Message:
@@ -37,7 +45,7 @@ def _request(kind: str, node: int) -> Message:
 def _honest(kind: str, node: int) -> RecordDict:
     if kind == MessageType.TRAIN:
         metrics = {"num-examples": 10, "train-loss": 0.5, "t-local": 1.0}
-        return RecordDict({"arrays": _arrays([3.0 + node / 100, 4.0]), "metrics": MetricRecord(metrics)})
+        return RecordDict({"arrays": _wire([3.0 + node / 100, 4.0]), "metrics": MetricRecord(metrics)})
     metrics = {"num-examples": 6, "auc": 0.5 + node / 100, "ece": 0.1}
     return RecordDict({"metrics": MetricRecord(metrics)})
 
@@ -68,16 +76,16 @@ TRAIN_KINDS = {  # kind -> (spoil the honest content, words of the reason)
         "required metric 'num-examples' missing",
     ),  # fmt: skip
     "config record": (lambda c: _with(c, "site", ConfigRecord({"path": "/data"})), "a config record"),
-    "second array record": (lambda c: _with(c, "decoder", _arrays([1.0])), "array records 'arrays', 'decoder'"),
+    "second array record": (lambda c: _with(c, "decoder", _wire([1.0])), "array records 'arrays', 'decoder'"),
     "text array": (
-        lambda c: _with(c, "arrays", ArrayRecord({"w": Array(np.array(["/data/sub-001"] * 2))})),
+        lambda c: _with(c, "arrays", ArrayRecord({PACKED: Array(np.array(["/data/sub-001"] * 2))})),
         "has dtype <U13, expected float32",
     ),  # fmt: skip
-    "uint8 array": (lambda c: _with(c, "arrays", ArrayRecord({"w": Array(np.zeros(2, np.uint8))})), "dtype uint8"),
-    "wrong shape": (lambda c: _with(c, "arrays", _arrays([[3.0, 4.0]])), "has shape (1, 2)"),
+    "uint8 array": (lambda c: _with(c, "arrays", ArrayRecord({PACKED: Array(np.zeros(2, np.uint8))})), "dtype uint8"),
+    "wrong shape": (lambda c: _with(c, "arrays", _wire([[3.0, 4.0]])), "has shape (1, 2)"),
     "fractional num-examples": (lambda c: _set_metric(c, "num-examples", 2.5), "whole number"),
     "10^12 volumes": (lambda c: _set_metric(c, "num-examples", 10**12), "above the bound of 10000"),
-    "norm ratio 1e36": (lambda c: _with(c, "arrays", _arrays([3e36, 4e36])), "above the bound 0.5"),
+    "norm ratio 1e36": (lambda c: _with(c, "arrays", _wire([3e36, 4e36])), "above the bound 0.5"),
 }
 EVALUATE_KINDS = {
     "no metrics": (lambda c: _without(c, "metrics"), "metric records none"),
@@ -89,7 +97,7 @@ EVALUATE_KINDS = {
     "extra metric key": (lambda c: _set_metric(c, "subject-1234", 0.9), "outside the evaluate schema"),
     "list-valued metric": (lambda c: _set_metric(c, "auc", [0.9] * 100), "'auc' is a list"),
     "train metric": (lambda c: _set_metric(c, "train-loss", 0.3), "outside the evaluate schema"),
-    "arrays": (lambda c: _with(c, "arrays", _arrays(BASE)), "array records 'arrays', expected none"),
+    "arrays": (lambda c: _with(c, "arrays", _wire(BASE)), "array records 'arrays', expected none"),
 }
 
 
@@ -164,7 +172,7 @@ def test_a_metric_one_site_cannot_give_is_missing_for_it_and_not_averaged(tmp_pa
 def test_screening_twice_keeps_what_it_kept_and_cuts_metrics_to_the_common_keys():
     replies = [Message(_honest(MessageType.TRAIN, n), reply_to=_request(MessageType.TRAIN, n)) for n in (5, 6)]
     del replies[0].content["metrics"]["t-local"]
-    allowed = {"w": ArraySpec("float32", (2,))}
+    allowed = {PACKED: ArraySpec("float32", (2,))}
     first = screen(replies, "train", allowed, 100)
     assert [set(r.content["metrics"]) for r in first.kept] == [{"num-examples", "train-loss"}] * 2
     assert first.metrics[6]["t-local"] == 1.0  # the whole record is kept for the round log

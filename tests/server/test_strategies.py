@@ -84,27 +84,34 @@ def test_finetune_phase_can_use_its_own_strategy():
 
 def test_bf16_wire_format_halves_bytes_and_decodes_to_float32():
     import numpy as np
-    from flwr.app import Array, ArrayRecord
-
-    from endofed.federated.bytes import state_nbytes
-    from server.replies import decode, encode
 
     values = np.linspace(-2, 2, 64, dtype=np.float32).reshape(8, 8)
-    record = ArrayRecord({"w": Array(values)})
-    wire = encode(record, "bf16")
-    assert wire["w"].numpy().dtype == np.uint16 and wire["w"].numpy().shape == (8, 8)
-    assert state_nbytes({"w": wire["w"].numpy()}) * 2 == state_nbytes({"w": values})
-    back = decode(wire, "bf16")["w"].numpy()
-    assert back.dtype == np.float32
+    strategy = make_strategy(FederationConfig(transport="bf16"), "pretrain", False, None)
+    wire = strategy.prepare_round(_record(w=values.tolist(), b=[0.5]))
+    assert list(wire) == ["packed/uint16"]  # w and b packed into one array (b first: sorted keys)
+    packed = wire["packed/uint16"].numpy()
+    assert packed.dtype == np.uint16 and packed.shape == (65,) and strategy.bytes_down(5) == 65 * 2
+    assert packed[0] == 0x3F00  # 0.5 in bfloat16
+    back = strategy._sent["w"]
+    assert back.dtype == np.float32 and back.shape == (8, 8)
     np.testing.assert_allclose(back, values, rtol=2**-8)
-    assert encode(record, "fp32") is record
 
 
 def _record(**arrays: list[float]):
+    """Weights as the server holds them (the global weights; one Flower ``Array`` per entry)."""
     import numpy as np
     from flwr.app import Array, ArrayRecord
 
     return ArrayRecord({k: Array(np.array(v, dtype=np.float32)) for k, v in arrays.items()})
+
+
+def _wire(**arrays: list[float]):
+    """fp32 weights as a reply carries them: packed (endofed.federated.packing)."""
+    import numpy as np
+
+    from server.replies import to_record
+
+    return to_record({k: np.array(v, dtype=np.float32) for k, v in arrays.items()})
 
 
 def _train_messages(*nodes: int):
@@ -116,23 +123,30 @@ def _train_messages(*nodes: int):
 
 def test_delta_int8_down_link_bf16_first_then_int8_to_holders_and_fp32_to_the_rest():
     import numpy as np
-    from flwr.app import Array, ArrayRecord
 
-    from endofed.federated.bytes import from_transport, to_transport
+    from endofed.federated.bytes import from_transport, payload_layout, to_transport
+    from endofed.federated.packing import unpack
+    from server.replies import to_record
 
+    _identity()  # Flower's Message needs a run id
     strategy = make_strategy(FederationConfig(transport="delta_int8"), "pretrain", False, None)
     assert (strategy.down, strategy.up) == ("delta_int8", "delta_int8")
     master = _record(w=[1.0 + 2**-10, 2.0, -0.5, 0.0])  # 1 + 2^-10 is not a bfloat16
     strategy.prepare_round(master)
     first = strategy.address(_train_messages(5, 6))
     assert [m.content["config"]["down-codec"] for m in first] == ["bf16", "bf16"]  # no site holds a base yet
-    assert first[0].content["arrays"]["w"].numpy().dtype == np.uint16 and strategy.bytes_down(5) == 4 * 2
+    assert list(first[0].content["arrays"]) == ["packed/uint16"] and strategy.bytes_down(5) == 4 * 2
     assert "base-digest" not in first[0].content["config"] and first[0].content["config"]["phase"] == "pretrain"
     sent = {"w": np.array([1.0, 2.0, -0.5, 0.0], dtype=np.float32)}  # what the site decodes: the view
     np.testing.assert_array_equal(strategy._sent["w"], sent["w"])
     trained = {"w": sent["w"] + np.array([0.0254, -0.01, 0.001, 0.0], dtype=np.float32)}
-    payload = ArrayRecord({k: Array(v) for k, v in to_transport(trained, "delta_int8", sent).items()})
-    assert list(payload) == ["w", "w#scale"] and payload["w"].numpy().tolist() == [127, -50, 5, 0]
+    payload = to_record(to_transport(trained, "delta_int8", sent))
+    assert list(payload) == ["packed/float32", "packed/int8"] and payload["packed/int8"].numpy().tolist() == [
+        127,
+        -50,
+        5,
+        0,
+    ]
     decoded = strategy.decode_reply(payload)["w"].numpy()
     assert decoded.dtype == np.float32
     # master + delta (not view + delta): the 2^-10 the down-link rounded away is kept
@@ -145,52 +159,56 @@ def test_delta_int8_down_link_bf16_first_then_int8_to_holders_and_fp32_to_the_re
     assert delta["config"]["down-codec"] == "delta_int8" and full["config"]["down-codec"] == "fp32"
     assert delta["config"]["view-digest"] == full["config"]["view-digest"]  # both end up holding the same view
     assert strategy.bytes_down(5) == 4 * 1 + 4 and strategy.bytes_down(6) == 4 * 4  # int8 + scale / fp32
-    arrays = {k: v.numpy() for k, v in delta["arrays"].items()}
+    arrays = unpack({k: v.numpy() for k, v in delta["arrays"].items()}, payload_layout({"w": (4,)}, "delta_int8"))
     view = from_transport(arrays, "delta_int8", sent)
-    np.testing.assert_array_equal(view["w"], full["arrays"]["w"].numpy())
+    np.testing.assert_array_equal(view["w"], full["arrays"]["packed/float32"].numpy())
     np.testing.assert_array_equal(view["w"], strategy._sent["w"])
 
 
 def test_unchanged_delta_reply_gives_back_the_master_exactly():
-    from flwr.app import Array, ArrayRecord
-
     from endofed.federated.bytes import zero_delta
+    from server.replies import to_record
 
     strategy = make_strategy(FederationConfig(transport="delta_int8"), "pretrain", False, None)
     master = _record(w=[0.1, 0.2, 0.3], b=[1e-3])
     strategy.prepare_round(master)
-    echo = ArrayRecord({k: Array(v) for k, v in zero_delta({"w": (3,), "b": (1,)}).items()})
+    echo = to_record(zero_delta({"w": (3,), "b": (1,)}))
     decoded = strategy.decode_reply(echo)
     assert all((decoded[k].numpy() == master[k].numpy()).all() for k in ("w", "b"))
 
 
 def test_undecodable_replies_are_refused_with_a_reason():
     import numpy as np
-    from flwr.app import Array, ArrayRecord
+
+    from server.replies import to_record
 
     strategy = make_strategy(FederationConfig(transport="delta_int8"), "pretrain", False, None)
     strategy.prepare_round(_record(w=[0.1, 0.2]))
-    whole_weights = _record(w=[0.1, 0.2])  # float32 weights instead of a delta
-    with pytest.raises(ValueError, match=r"missing \['w#scale'\]"):
+    whole_weights = _wire(w=[0.1, 0.2])  # float32 weights instead of a delta
+    with pytest.raises(ValueError, match=r"missing \['packed/int8'\]"):
         strategy.decode_reply(whole_weights)
-    wrong_shape = ArrayRecord({"w": Array(np.zeros(3, dtype=np.int8)), "w#scale": Array(np.zeros(1, np.float32))})
-    with pytest.raises(ValueError, match="'w' must be int8 of shape"):
+    wrong_shape = to_record({"w": np.zeros(3, dtype=np.int8), "w#scale": np.zeros(1, np.float32)})
+    with pytest.raises(ValueError, match=r"'packed/int8' is int8 \(3,\), expected int8 \(2,\)"):
         strategy.decode_reply(wrong_shape)
+    negative_scale = to_record({"w": np.zeros(2, dtype=np.int8), "w#scale": -np.ones(1, np.float32)})
+    with pytest.raises(ValueError, match="must be one finite scale >= 0"):
+        strategy.decode_reply(negative_scale)
     fp32 = make_strategy(FederationConfig(transport="fp32"), "pretrain", False, None)
     fp32.prepare_round(_record(w=[0.1, 0.2]))
     with pytest.raises(ValueError, match="contains NaN or Inf"):
-        fp32.decode_reply(_record(w=[0.1, float("nan")]))
+        fp32.decode_reply(_wire(w=[0.1, float("nan")]))
 
 
 def test_fedavg_round_of_int8_deltas_by_hand(tmp_path):
     import json
 
     import numpy as np
-    from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+    from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
 
     from endofed.federated.bytes import to_transport
     from endofed.io.jsonl import JsonlWriter
+    from server.replies import to_record
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     writer = JsonlWriter(tmp_path / "rounds.jsonl")
@@ -205,15 +223,14 @@ def test_fedavg_round_of_int8_deltas_by_hand(tmp_path):
             payload = {"w": sent["w"] + 5}
         else:
             payload = to_transport({"w": sent["w"] + np.array(delta, dtype=np.float32)}, "delta_int8", sent)
-        content = {"arrays": ArrayRecord({k: Array(v) for k, v in payload.items()}),
-                   "metrics": MetricRecord({"num-examples": volumes})}  # fmt: skip
+        content = {"arrays": to_record(payload), "metrics": MetricRecord({"num-examples": volumes})}
         replies.append(Message(RecordDict(content), reply_to=msg))
     arrays, _ = strategy.aggregate_train(1, replies)
     # master + weighted mean delta: 1 + 2^-10 + 0.01 * 1/4 and 2 - 0.02 * 3/4
     np.testing.assert_allclose(arrays["w"].numpy(), [1.0 + 2**-10 + 0.0025, 1.985], atol=1e-6)
     record = json.loads((tmp_path / "rounds.jsonl").read_text().splitlines()[0])
     assert record["failures"] == 0 and sorted(s["node"] for s in record["sites"]) == [5, 6]
-    assert [r["node"] for r in record["rejected"]] == [7] and "w#scale" in record["rejected"][0]["reason"]
+    assert [r["node"] for r in record["rejected"]] == [7] and "packed/int8" in record["rejected"][0]["reason"]
     assert {(s["bytes_down"], s["bytes_up"]) for s in record["sites"]} == {(2 * 2, 2 * 1 + 4)}  # bf16 / int8 + scale
 
 
@@ -236,7 +253,7 @@ def test_updates_beyond_the_bounds_are_dropped_and_the_round_goes_on(tmp_path):
         messages = []
         for node, weights, volumes in replies:
             msg = Message(RecordDict({"config": ConfigRecord({})}), message_type=MessageType.TRAIN, dst_node_id=node)
-            content = {"arrays": _record(w=weights), "metrics": MetricRecord({"num-examples": volumes})}
+            content = {"arrays": _wire(w=weights), "metrics": MetricRecord({"num-examples": volumes})}
             messages.append(Message(RecordDict(content), reply_to=msg))
         arrays, _ = strategy.aggregate_train(server_round, messages)
         lines = (tmp_path / "rounds.jsonl").read_text().splitlines()
@@ -271,7 +288,7 @@ def _replies(messages, updates):
     return [
         Message(
             RecordDict(
-                {"arrays": _record(w=updates[m.metadata.dst_node_id]), "metrics": MetricRecord({"num-examples": 10})}
+                {"arrays": _wire(w=updates[m.metadata.dst_node_id]), "metrics": MetricRecord({"num-examples": 10})}
             ),
             reply_to=m,
         )  # fmt: skip

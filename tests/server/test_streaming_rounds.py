@@ -12,6 +12,7 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.task_identity import TaskIdentity
 
 from endofed.config import FederationConfig
+from server.replies import to_record
 from server.strategies import make_strategy
 from server.stream import StreamingGrid
 
@@ -37,7 +38,7 @@ def _updates(count: int) -> dict[int, tuple[np.ndarray, int]]:
 
 
 def _reply(message: Message, weights: np.ndarray, volumes: int) -> Message:
-    content = {"arrays": ArrayRecord({"w": Array(weights.copy())}), "metrics": MetricRecord({"num-examples": volumes})}
+    content = {"arrays": to_record({"w": weights.copy()}), "metrics": MetricRecord({"num-examples": volumes})}
     return Message(RecordDict(content), reply_to=message)
 
 

@@ -19,6 +19,7 @@ time, round time per added site, peak RSS of ``flwr-serverapp``.
 
 Usage: python benchmarks/federation_scale.py [--sites 3 10 30 100] [--rounds 3] [--variant tiny|echo-vits|both]
            [--out DIR] [--plot docs/federation-scale.png] [--before OLD/results.json] [--deployment 2 4 8]
+           [--in-flight W]
 """
 
 from __future__ import annotations
@@ -155,13 +156,17 @@ def echo_app(dest: Path) -> Path:
     return app
 
 
-def overrides_for(variant: str, sites: int, rounds: int) -> list[str]:
-    """Config overrides: R pre-training rounds, local fine-tuning only, all N sites required, short local work."""
+def overrides_for(variant: str, sites: int, rounds: int, in_flight: int = 0) -> list[str]:
+    """Config overrides: R pre-training rounds, local fine-tuning only, all N sites required, short local work.
+
+    ``in_flight`` > 0: at most that many sites are sent work at once (``federation.max_in_flight``).
+    """
     common = [f"federation.pretrain_rounds={rounds}", "federation.finetune_rounds=0", f"federation.min_sites={sites}",
               "federation.local_epochs=1", "pretrain.batch_size=2", "finetune.epochs=1", "finetune.bootstrap=20",
               "finetune.class_weighted=false"]  # fmt: skip
     echo = [*VITS, "federation.max_update_norm_ratio=0"]  # an echo reply is no real update: no norm bound
-    return common + (echo if variant == "echo-vits" else [])
+    window = [f"federation.max_in_flight={in_flight}"] if in_flight else []
+    return common + window + (echo if variant == "echo-vits" else [])
 
 
 def train_records(path: Path) -> list[dict[str, Any]]:
@@ -183,10 +188,11 @@ def summarize(result: Result, records: list[dict[str, Any]]) -> Result:
     return result
 
 
-def run_sim(variant: str, site_yamls: list[Path], app: Path, out: Path, rounds: int, limit: int) -> Result:
+def run_sim(variant: str, site_yamls: list[Path], app: Path, out: Path, rounds: int, limit: int,
+            in_flight: int = 0) -> Result:  # fmt: skip
     """One simulation run with the given sites; never raises for a failed run (the error goes into the result)."""
     shutil.rmtree(out, ignore_errors=True)
-    request = SimulationRequest(app, site_yamls, TINY, overrides_for(variant, len(site_yamls), rounds), out,
+    request = SimulationRequest(app, site_yamls, TINY, overrides_for(variant, len(site_yamls), rounds, in_flight), out,
                                 log=out / "logs" / "flwr-run.log")  # fmt: skip
     sampler = PeakSampler(out / "superlink.db", limit)
     result = Result(variant, len(site_yamls))
@@ -317,6 +323,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--deployment", type=int, nargs="*", default=[], metavar="K", help="e.g. 2 4 8")
     parser.add_argument("--out", type=Path, default=Path("/tmp/endofed-federation-scale"))
     parser.add_argument("--plot", type=Path, help="write the PNG here (e.g. docs/federation-scale.png)")
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=0,
+        metavar="W",
+        help="simulation: at most W sites sent work at once (federation.max_in_flight; 0 = all)",
+    )
     parser.add_argument("--rss-limit-gb", type=float, default=10.0, help="kill the ServerApp above this RSS (0: off)")
     parser.add_argument("--keep", action="store_true", help="keep the run folders (default: only results.json)")
     parser.add_argument("--before", type=Path, help="an earlier results.json, drawn dashed in the plot")
@@ -345,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             for n in sorted(args.sites):
                 run_dir = args.out / f"{variant}-{n}"
                 limit = int(args.rss_limit_gb * 1e9)
-                results.append(run_sim(variant, yamls[:n], apps[variant], run_dir, args.rounds, limit))
+                results.append(run_sim(variant, yamls[:n], apps[variant], run_dir, args.rounds, limit, args.in_flight))
                 print(table(results[-1:]).splitlines()[-1], flush=True)
                 save(results, args.out)
                 if not args.keep:

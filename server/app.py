@@ -146,7 +146,8 @@ def _phase(grid: Grid, strategy: Strategy, arrays: ArrayRecord, rounds: int, pha
     train_config = ConfigRecord({PHASE: phase, TOTAL_ROUNDS: rounds, LOCAL_EPOCHS: fed.local_epochs})
     aggregated_before = strategy.aggregated_rounds  # type: ignore[attr-defined]
     result = strategy.start(  # type: ignore[attr-defined]
-        StreamingGrid(grid), arrays, num_rounds=rounds - strategy.round_offset, timeout=fed.round_timeout_s,
+        StreamingGrid(grid, window=fed.max_in_flight), arrays, num_rounds=rounds - strategy.round_offset,
+        timeout=fed.round_timeout_s,
         train_config=train_config, evaluate_config=ConfigRecord({LOCAL_EPOCHS: 0}),
         evaluate_fn=_checkpointer(out, phase, cfg, strategy, cards),
     )  # fmt: skip
@@ -160,7 +161,8 @@ def _local_finetune_evaluation(grid: Grid, strategy: Strategy, arrays: ArrayReco
     """One evaluation round in which each site fine-tunes the global encoder locally, then tests."""
     config = ConfigRecord({LOCAL_EPOCHS: cfg.finetune.epochs})
     messages = strategy.configure_evaluate(1, arrays, config, grid)  # type: ignore[attr-defined]
-    replies = StreamingGrid(grid).send_and_receive(messages, timeout=cfg.federation.round_timeout_s)
+    window = cfg.federation.max_in_flight
+    replies = StreamingGrid(grid, window=window).send_and_receive(messages, timeout=cfg.federation.round_timeout_s)
     strategy.aggregate_evaluate(1, replies)
 
 

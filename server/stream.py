@@ -6,8 +6,14 @@ a generator: it pulls the pending replies a few message ids at a time and yields
 there, so the strategy can fold it into a running sum and drop it (``server/strategies.py``). At most
 ``batch`` replies are in flight in this process at once, whatever the number of sites.
 
+With ``window`` > 0 (``federation.max_in_flight``) at most that many messages are out at once: the next is pushed
+as replies come in. Replies that arrive faster than the server folds them wait unpulled in Flower (in the same
+process under simulation), so an unbounded round can hold up to one reply per site there; a window bounds that
+to ``window`` replies, at the price of starting the sites beyond it later (their wait counts against ``timeout``).
+
 It keeps Flower's contract otherwise: replies in any order, the same ``timeout`` (replies not there by then are
-not waited for), and every other ``Grid`` method passed through unchanged.
+not waited for, and messages not pushed by then are not sent), and every other ``Grid`` method passed through
+unchanged.
 """
 
 from __future__ import annotations
@@ -26,21 +32,39 @@ POLL_S = 0.2  # pause between sweeps that found nothing (Flower's own grid sleep
 class StreamingGrid:
     """A ``Grid`` whose ``send_and_receive`` yields replies one by one (see the module docstring)."""
 
-    def __init__(self, grid: Grid, batch: int = PULL_BATCH, poll_s: float = POLL_S) -> None:
+    def __init__(self, grid: Grid, batch: int = PULL_BATCH, poll_s: float = POLL_S, window: int = 0) -> None:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
-        self._grid, self._batch, self._poll_s = grid, batch, poll_s
+        if window < 0:
+            raise ValueError(f"window must be >= 0 (0 = every message at once), got {window}")
+        self._grid, self._batch, self._poll_s, self._window = grid, batch, poll_s, window
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterator[Message]:
-        """Push ``messages`` now; the returned generator yields their replies as they arrive, until ``timeout``."""
-        pending = [message_id for message_id in self._grid.push_messages(messages) if message_id]
+        """Push ``messages`` (the first ``window`` of them); the generator yields replies as they arrive."""
+        queue = list(messages)
         deadline = None if timeout is None else time.monotonic() + timeout
-        return self._replies(pending, deadline)
+        return self._replies(self._push(queue, 0), queue, deadline)
 
-    def _replies(self, pending: list[str], deadline: float | None) -> Iterator[Message]:
+    def _push(self, queue: list[Message], out: int) -> list[str]:
+        """Push messages from the front of ``queue`` (removed from it); the ids Flower accepted.
+
+        Without a window all of them at once; else while fewer than the window are ``out``. A message Flower could
+        not push comes back without an id and is skipped.
+        """
+        if not self._window:
+            batch, queue[:] = list(queue), []
+            return [message_id for message_id in self._grid.push_messages(batch) if message_id]
+        pushed: list[str] = []
+        while queue and out + len(pushed) < self._window:
+            room = self._window - out - len(pushed)
+            batch, queue[:] = queue[:room], queue[room:]
+            pushed += [message_id for message_id in self._grid.push_messages(batch) if message_id]
+        return pushed
+
+    def _replies(self, pending: list[str], queue: list[Message], deadline: float | None) -> Iterator[Message]:
         while pending and (deadline is None or time.monotonic() < deadline):
             answered: set[str] = set()
             for start in range(0, len(pending), self._batch):
@@ -49,5 +73,7 @@ class StreamingGrid:
                     yield reply
             if answered:
                 pending = [message_id for message_id in pending if message_id not in answered]
+                if queue:
+                    pending += self._push(queue, len(pending))
             else:
                 time.sleep(self._poll_s)

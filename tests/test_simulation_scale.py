@@ -1,4 +1,8 @@
-"""Ten simulated sites with int8 both ways: every round completes, bytes as the down-link says, sites keep views."""
+"""Ten simulated sites with int8 both ways: every round completes, bytes as the down-link says, sites keep views.
+
+The server sends each round's work to at most 4 sites at a time (``federation.max_in_flight``), so the send window
+runs through real Flower: every site must still be in every round.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ def test_ten_sites_with_int8_both_ways_complete_and_send_a_quarter_of_the_bytes(
     run = tmp_path / "run"
     args = ["--sites", str(tmp_path / "data"), "--rounds", "3", "--finetune-rounds", "1", "--out", str(run),
             "--app", str(ROOT), "--quiet"]  # fmt: skip
-    for item in (*OVERRIDES, f"federation.min_sites={SITES}", "federation.transport=delta_int8"):
+    window = "federation.max_in_flight=4"
+    for item in (*OVERRIDES, f"federation.min_sites={SITES}", "federation.transport=delta_int8", window):
         args += ["--set", item]
     assert sim_main(args) == 0
     rounds = [json.loads(line) for line in (run / "rounds.jsonl").read_text().splitlines()]

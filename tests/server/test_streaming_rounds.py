@@ -152,3 +152,43 @@ def test_the_streaming_grid_stops_at_the_timeout_with_what_it_has():
     grid = _PullGrid({"a": 1, "b": 10**6})
     got = list(StreamingGrid(grid, poll_s=0.01).send_and_receive([], timeout=0.2))
     assert [r.metadata.reply_to_message_id for r in got] == ["a"]
+
+
+class _WindowGrid:
+    """A grid whose messages are their own ids; a pushed message's reply is ready at the next pull ("bad" fails)."""
+
+    def __init__(self):
+        self.pushes, self.out, self.most_out = [], set(), 0
+
+    def push_messages(self, messages):
+        self.pushes.append(list(messages))
+        ids = [None if m == "bad" else m for m in messages]
+        self.out |= {i for i in ids if i}
+        self.most_out = max(self.most_out, len(self.out))
+        return ids
+
+    def pull_messages(self, message_ids):
+        found = []
+        for message_id in message_ids:
+            if message_id in self.out:
+                self.out.discard(message_id)
+                request = Message(RecordDict(), message_type=MessageType.TRAIN, dst_node_id=1)
+                request.metadata.__dict__["_message_id"] = message_id
+                found.append(Message(RecordDict(), reply_to=request))
+        return found
+
+
+def test_a_window_keeps_at_most_that_many_messages_out_and_sends_the_next_as_replies_come():
+    grid = _WindowGrid()
+    replies = StreamingGrid(grid, batch=4, poll_s=0.0, window=2).send_and_receive(["a", "b", "bad", "c", "d", "e"])
+    assert [r.metadata.reply_to_message_id for r in replies] == ["a", "b", "c", "d", "e"]
+    # 2 out, both answered in one sweep: "bad" could not be pushed, so "c" fills its place, then "d", then "e"
+    assert grid.pushes == [["a", "b"], ["bad", "c"], ["d"], ["e"]] and grid.most_out == 2
+
+
+def test_without_a_window_every_message_is_pushed_at_once():
+    grid = _WindowGrid()
+    replies = StreamingGrid(grid, poll_s=0.0).send_and_receive(["a", "b", "c"])
+    assert len(list(replies)) == 3 and grid.pushes == [["a", "b", "c"]] and grid.most_out == 3
+    with pytest.raises(ValueError, match="window must be >= 0"):
+        StreamingGrid(grid, window=-1)

@@ -45,7 +45,8 @@ from endofed.ssl.masking import make_mask, patch_validity
 from endofed.synth.cohort import generate
 from endofed.synth.profile import load_preset
 from endofed.training.cohort import DEVELOPMENT_SPLITS
-from endofed.training.federated_site import FederatedSite, RoundPlan, full_state
+from endofed.training.federated_site import FederatedSite, RoundPlan
+from endofed.training.local_state import full_state
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' FedAvg reference (not installed)
 from tests.reference_aggregate import weighted_average  # noqa: E402

@@ -20,6 +20,7 @@ import torch  # ArrayRecord's torch conversions need torch imported in this proc
 from flwr.app import Array, ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
+from flwr.supercore.exit import add_exit_handler
 
 from endofed.config import load_site_config
 from endofed.federated.audit import append_audit, audit_outgoing
@@ -49,7 +50,7 @@ from endofed.federated.protocol import (
     TRANSPORT,
     VIEW_DIGEST,
 )
-from endofed.federated.runconfig import RUN_KEY, experiment_config, site_config_path
+from endofed.federated.runconfig import NODE_SITE_CONFIG, RUN_KEY, experiment_config, site_config_path
 from endofed.federated.schema import describe, finite_metrics
 from endofed.federated.site_errors import (
     ERROR_LOG,
@@ -131,12 +132,21 @@ app = ClientApp(mods=[contained_errors, outgoing_audit])
 
 
 def _site(context: Context) -> FederatedSite:
-    """This node's site session for this run (data checked once per process)."""
+    """This node's site session for this run (data checked once per process).
+
+    In deployment (the node's own ``site-config``) the ClientApp process serves one message and ends through
+    Flower's ``flwr_exit``, so a round's state is committed after the reply (``defer_commit``): the wait for it
+    runs as an exit handler before Flower's force-exit timer (5 s in Flower 1.42) starts. Simulation reuses its
+    processes and ends them without that handler: there a round is committed before its reply.
+    """
     path = site_config_path(context.node_config, context.run_config)
     key = (str(path), str(context.run_config.get(RUN_KEY, "")) or f"run-{context.run_id}")
     if key not in _SITES:
         cfg = experiment_config(context.run_config, APP_DIR)
-        _SITES[key] = FederatedSite(load_site_config(path), cfg, key[1])
+        deployed = NODE_SITE_CONFIG in context.node_config
+        _SITES[key] = site = FederatedSite(load_site_config(path), cfg, key[1], defer_commit=deployed)
+        if deployed:
+            add_exit_handler(site.wait_for_commits, run_before_force_exit=True)
     return _SITES[key]
 
 

@@ -31,7 +31,6 @@ from endofed.config import ExperimentConfig, SiteConfig
 from endofed.data.loaders import SiteCases
 from endofed.data.site import CaseResult
 from endofed.errors import DataError
-from endofed.federated.arrays import to_numpy
 from endofed.federated.protocol import (
     CLASSIFIER_STATE,
     FINETUNE,
@@ -53,84 +52,26 @@ from endofed.io.tensorboard import TENSORBOARD_DIR, write_epochs
 from endofed.models import Classifier3D, build_classifier, build_mae
 from endofed.seeds import derive_seed
 from endofed.training.cohort import load_cohort
+from endofed.training.commits import PendingCommit
 from endofed.training.device import resolve_device
 from endofed.training.engine import Stage, StageResult, new_classifier, new_mae, predict_cases, run_stage
-from endofed.training.site_state import (
-    KnownGlobal,
-    RoundStore,
+from endofed.training.local_state import LOCAL, OPTIM, LocalState, full_state, local_state
+from endofed.training.received_checks import (
     check_received,
     dp_allowance,
     max_change_ratio,
     require_finite,
     rounds_apart,
 )
+from endofed.training.site_state import KnownGlobal, RoundStore
 
 LOGGER = logging.getLogger(__name__)
-LOCAL, OPTIM = "local.", "optim."  # key prefixes in the site-local state file: own weights, optimiser state
 # Site-local state files that keep a content hash: both, so that they need not be flushed to disk every round
 # (0.4-0.5 s for ViT-B's 93 MB of decoder and moments here, hashing it twice 0.15 s; endofed.training.site_state).
 HASHED_STATE = (MAE_STATE, CLASSIFIER_STATE)
 # The state a round continued from is kept next to it (``<name>/round-NNNN/``, endofed.training.site_state): when
 # the coordinator crashes after a site finished round k but before it received the reply, the resumed run repeats
 # round k, and the site redoes it from its round k-1 state, exactly as the first time (endofed.federated.rounds).
-
-
-@dataclass(frozen=True)
-class LocalState:
-    """What a site saved after a round of a phase (``federation/<run key>/<name>/round-NNNN/state.safetensors``).
-
-    Attributes:
-        weights: the model's entries that are not shared (decoder or head; keys without prefix).
-        optimizer: the optimiser's tensors of those entries only (see :meth:`FederatedSite._save`).
-        optimizer_meta: the optimiser's parameter groups (JSON).
-    """
-
-    weights: dict[str, torch.Tensor]
-    optimizer: dict[str, torch.Tensor]
-    optimizer_meta: dict[str, Any]
-
-
-def local_state(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> LocalState:
-    """Split a site-local state file into weights (``local.*``) and optimiser state (``optim.*``).
-
-    Raises:
-        ValueError: on a key with neither prefix, or metadata without the optimiser's parameter groups.
-    """
-    stray = sorted(k for k in tensors if not k.startswith((LOCAL, OPTIM)))
-    if stray or not isinstance(meta.get("optimizer"), dict):
-        raise ValueError(f"not a site-local state file: keys {stray[:3]}, optimizer metadata {meta.get('optimizer')!r}")
-    return LocalState(
-        weights={k.removeprefix(LOCAL): v for k, v in tensors.items() if k.startswith(LOCAL)},
-        optimizer={k.removeprefix(OPTIM): v for k, v in tensors.items() if k.startswith(OPTIM)},
-        optimizer_meta=dict(meta["optimizer"]),
-    )
-
-
-def _copied_tensor(value: Any) -> torch.Tensor:
-    """A CPU tensor copy of a received array (the model trains it in place; the caller's array stays as sent)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    return torch.tensor(to_numpy(value))  # copies, read-only record buffers included
-
-
-def full_state(shared: Mapping[str, Any], local: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A model's full state dict: the received encoder entries (``encoder.`` prefixed) plus the site's own.
-
-    Args:
-        shared: encoder entries sent by the server (numpy arrays or tensors, keys without prefix).
-        local: the site's saved entries (decoder or head, and any encoder entry the key policy keeps local).
-
-    Returns:
-        ``{key: tensor}`` for :func:`endofed.models.factory.from_state`, which checks it fits the model exactly.
-
-    Raises:
-        ValueError: if a key is both received and saved locally (the saved state belongs to another policy).
-    """
-    received = {f"{ENCODER_PREFIX}{k}": _copied_tensor(v) for k, v in shared.items()}
-    both = sorted(set(received) & set(local))
-    if both:
-        raise ValueError(f"saved local state also holds shared entries {both[:3]}: it belongs to another key policy")
-    return {**received, **local}
 
 
 @dataclass(frozen=True)
@@ -169,7 +110,13 @@ class RoundPlan:
 class FederatedSite:
     """A site's local training and evaluation on encoder weights sent by the server."""
 
-    def __init__(self, site: SiteConfig, cfg: ExperimentConfig, run_key: str, allow_failures: bool = False) -> None:
+    def __init__(self, site: SiteConfig, cfg: ExperimentConfig, run_key: str, allow_failures: bool = False,
+                 defer_commit: bool = False) -> None:  # fmt: skip
+        """``defer_commit``: commit each round's state after :meth:`train` returned (:mod:`~endofed.training.commits`).
+
+        For a process that lives until :meth:`wait_for_commits` (deployment's ClientApp). Off, a round is committed
+        before :meth:`train` returns.
+        """
         if not run_key or not run_key.replace("-", "").replace("_", "").isalnum():
             raise ValueError(f"run key must be letters, digits, '-' or '_', got {run_key!r}")
         self.site, self.cfg = site, cfg
@@ -180,6 +127,13 @@ class FederatedSite:
                        for name in (MAE_STATE, CLASSIFIER_STATE)}  # fmt: skip
         self.restored: dict[str, int | None] = {}  # per state: the round the last call continued from (logs, tests)
         self.expected = shared_shapes(cfg.model, cfg.data.roi_size)  # what a received encoder must be
+        self.defer_commit = defer_commit
+        self.pending: list[PendingCommit] = []  # deferred commits, oldest first
+
+    def wait_for_commits(self) -> None:
+        """Block until every deferred commit of this site has ended (one that failed is in the log)."""
+        while self.pending:
+            self.pending.pop(0).wait()
 
     # ------------------------------------------------------------------ local state on disk
     def _dp_ratio(self, known: Any) -> float:
@@ -194,7 +148,7 @@ class FederatedSite:
 
     def check_received(self, shared: Mapping[str, Any], phase: str, server_round: int | None,
                        base: KnownGlobal | None = None) -> float | None:  # fmt: skip
-        """Refuse a received encoder before it touches anything (:func:`endofed.training.site_state.check_received`).
+        """Refuse a received encoder before it touches anything (:mod:`~endofed.training.received_checks`).
 
         The norm bound is against ``base`` (the kept global an int8 delta was decoded on, proven by the decoded
         digest) or else the newest global this site saved (fine-tuning first), scaled by the rounds between them;
@@ -257,8 +211,12 @@ class FederatedSite:
         own = [p for n, p in model.named_parameters() if n not in shared]  # what continues at the site
         optim, meta = optimizer_tensors(optimizer, params=own)
         tensors.update({f"{OPTIM}{k}": v for k, v in optim.items()})
-        self.stores[name].save((plan.phase, plan.server_round, plan.total_rounds), tensors, {"optimizer": meta},
-                               received, base=self.restored.get(name), digest=plan.received_digest)  # fmt: skip
+        args = ((plan.phase, plan.server_round, plan.total_rounds), tensors, {"optimizer": meta}, received)
+        store, base = self.stores[name], self.restored.get(name)
+        if self.defer_commit:
+            self.pending.append(store.save_later(*args, base=base, digest=plan.received_digest))
+        else:
+            store.save(*args, base=base, digest=plan.received_digest)
 
     # ------------------------------------------------------------------ rounds
     def train(

@@ -1,7 +1,7 @@
 """A real site process for the kill tests: build a FederatedSite, train one pre-training round, print what happened.
 
-Run as ``python -m tests.training.site_kill_child SITE_YAML RUN_KEY ROUND GLOBAL [--kill STEP]``: ``GLOBAL`` is
-a safetensors file of the encoder to train from. ``--kill`` arms a fault point of
+Run as ``python -m tests.training.site_kill_child SITE_YAML RUN_KEY ROUND GLOBAL [--kill STEP] [--defer]``:
+``GLOBAL`` is a safetensors file of the encoder to train from; ``--defer`` commits after the reply. ``--kill`` arms a fault point of
 :mod:`endofed.training.site_state` (through ``$ENDOFED_TEST_KILL_AT``), or ``inside-checkpoint``: the tensor file
 of the round's state is in place, its JSON metadata not yet written. The process then dies by SIGKILL at that
 point; otherwise it prints one JSON line: the round its state continued from, the saved rounds, whether the
@@ -56,15 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("round", type=int)
     parser.add_argument("encoder")
     parser.add_argument("--kill", default="")
+    parser.add_argument("--defer", action="store_true", help="commit after train() returned, as in deployment")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.kill == INSIDE_CHECKPOINT:
         kill_between_tensors_and_metadata()
     elif args.kill:
         os.environ[KILL_ENV] = args.kill
-    site = FederatedSite(load_site_config(Path(args.site)), load_config(TINY, OVERRIDES), args.run_key)
+    cfg = load_config(TINY, OVERRIDES)
+    site = FederatedSite(load_site_config(Path(args.site)), cfg, args.run_key, defer_commit=args.defer)
     received = {k: v.numpy() for k, v in load_file(args.encoder).items()}
     state, _ = site.train(received, RoundPlan(PRETRAIN, args.round, TOTAL_ROUNDS, local_epochs=1))
+    site.wait_for_commits()  # deferred: the reply exists by now, and the kill comes while its round is written
     finite = all(bool(torch.isfinite(v).all()) for v in state.values())
     report = {"restored": site.restored[MAE_STATE], "rounds": site.stores[MAE_STATE].rounds(), "finite": finite}
     print(json.dumps(report))

@@ -11,7 +11,8 @@ from endofed.federated.protocol import PRETRAIN
 from endofed.federated.weights import encoder_state, load_shared
 from endofed.models import build_mae
 from endofed.seeds import derive_seed
-from endofed.training.federated_site import FederatedSite, RoundPlan, full_state, local_state
+from endofed.training.federated_site import FederatedSite, RoundPlan
+from endofed.training.local_state import full_state, local_state
 from tests.helpers import OVERRIDES, TINY
 
 
@@ -62,10 +63,15 @@ def test_a_later_round_rebuilds_exactly_the_seeded_model_plus_its_saved_decoder(
     assert all(np.array_equal(received[k], trained[k].numpy()) for k in received)
 
 
-def test_a_repeated_round_redoes_exactly_the_same_work_and_a_late_round_continues_from_the_latest(training_site):
-    """A coordinator resumed after a crash repeats round k: the site redoes it from its round k-1 state."""
+@pytest.mark.parametrize("defer", [False, True], ids=["committed-before-reply", "committed-after-reply"])
+def test_a_repeated_round_redoes_exactly_the_same_work_and_a_late_round_continues_from_the_latest(training_site, defer):
+    """A coordinator resumed after a crash repeats round k: the site redoes it from its round k-1 state.
+
+    Committed after the reply (deployment), each round's files are written while the next call has already
+    begun: that call waits for them (``endofed.training.commits``), so the rounds continue exactly as before.
+    """
     cfg = load_config(TINY, OVERRIDES)
-    site = FederatedSite(load_site_config(training_site), cfg, "repeat")
+    site = FederatedSite(load_site_config(training_site), cfg, f"repeat{int(defer)}", defer_commit=defer)
     start = build_mae(cfg.model, cfg.data.roi_size, generator=torch.Generator().manual_seed(5))
     first, _ = site.train({k: v.numpy() for k, v in encoder_state(start).items()}, RoundPlan(PRETRAIN, 1, 4, 1))
     received = {k: v.numpy().copy() for k, v in first.items()}
@@ -73,9 +79,12 @@ def test_a_repeated_round_redoes_exactly_the_same_work_and_a_late_round_continue
     again, _ = site.train(received, RoundPlan(PRETRAIN, 2, 4, 1))  # the repeat: same inputs, same state -> same
     assert all(torch.equal(once[k], again[k]) for k in once)
     store = site.stores["mae"]
+    site.wait_for_commits()
+    assert not site.pending
     assert store.rounds() == [1, 2] and site.restored["mae"] == 1  # the repeat continued from round 1 again
     # The site missed round 3 (it was down): round 4 continues from its round 2 state, which is kept next to it.
     site.train(received, RoundPlan(PRETRAIN, 4, 4, 1))
+    site.wait_for_commits()
     assert store.rounds() == [2, 4] and site.restored["mae"] == 2
     assert not [p.name for p in store.folder.iterdir() if p.name.startswith(".")]  # no temporary folder left
     with pytest.raises(ValueError, match="belongs to another run"):

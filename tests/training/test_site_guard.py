@@ -22,7 +22,8 @@ from endofed.federated.weights import encoder_state
 from endofed.models import build_mae
 from endofed.training import federated_site
 from endofed.training.federated_site import FederatedSite, RoundPlan
-from endofed.training.site_state import KnownGlobal, max_change_ratio
+from endofed.training.received_checks import max_change_ratio
+from endofed.training.site_state import KnownGlobal
 from tests.helpers import OVERRIDES, TINY
 
 ROUNDS = 4

@@ -69,28 +69,38 @@ def trained_twice(training_site_template: Path, tmp_path_factory: pytest.TempPat
     return root, encoder
 
 
-def _child(site: Path, server_round: int, encoder: Path, kill: str = "") -> subprocess.CompletedProcess[str]:
+def _child(
+    site: Path, server_round: int, encoder: Path, kill: str = "", defer: bool = False
+) -> subprocess.CompletedProcess[str]:
     args = [sys.executable, "-m", "tests.training.site_kill_child", str(site), RUN_KEY, str(server_round), str(encoder)]
-    return subprocess.run(  # noqa: S603
-        [*args, "--kill", kill] if kill else args, cwd=ROOT, capture_output=True, text=True, timeout=CHILD_S
-    )
+    args += (["--kill", kill] if kill else []) + (["--defer"] if defer else [])
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=CHILD_S)  # noqa: S603
+
+
+# Committed after the reply (deployment), the same steps run in the commit's thread: one kill before the rename
+# and one after are enough to show the thread changes nothing of what a kill leaves.
+DEFERRED = ("state-written", "round-renamed")
 
 
 @pytest.mark.timeout(3 * CHILD_S)
-@pytest.mark.parametrize("step", list(CASES))
-def test_a_site_killed_at_a_write_step_rejoins_with_its_previous_state(step, trained_twice, tmp_path):
+@pytest.mark.parametrize(
+    ("step", "defer"),
+    [(step, False) for step in CASES] + [(step, True) for step in DEFERRED],
+    ids=[*CASES, *(f"{step}-after-reply" for step in DEFERRED)],
+)
+def test_a_site_killed_at_a_write_step_rejoins_with_its_previous_state(step, defer, trained_twice, tmp_path):
     killed_round, next_round, continues_from = CASES[step]
     root = tmp_path / "site"
     shutil.copytree(trained_twice[0], root)
     site_yaml, encoder = root / "site.yaml", trained_twice[1]
-    killed = _child(site_yaml, killed_round, encoder, kill=step)
+    killed = _child(site_yaml, killed_round, encoder, kill=step, defer=defer)
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     mae = root / "work" / "federation" / RUN_KEY / "mae"
     committed = {p.name for p in mae.iterdir() if not p.name.startswith(".")}
     # The kill left the round to continue from whole (a repeated round 2 had moved its first result aside).
     assert f"round-{continues_from:04d}" in committed
 
-    restarted = _child(site_yaml, next_round, encoder)
+    restarted = _child(site_yaml, next_round, encoder, defer=defer)
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr
     report = json.loads(restarted.stdout.strip().splitlines()[-1])
     assert report == {"restored": continues_from, "rounds": [continues_from, next_round], "finite": True}

@@ -12,18 +12,21 @@ import torch
 
 from endofed.federated.site_errors import GlobalRefused, StateNotFinite
 from endofed.io.checkpoint import metadata_path, save_checkpoint
+from endofed.training.commits import LOCK_FILE
+from endofed.training.received_checks import (
+    MAX_CHANGE_PER_ROUND,
+    check_received,
+    dp_allowance,
+    max_change_ratio,
+    rounds_apart,
+)
 from endofed.training.site_state import (
     GLOBAL_FILE,
     KILL_ENV,
-    MAX_CHANGE_PER_ROUND,
     RoundStore,
-    check_received,
-    dp_allowance,
     fault_point,
-    max_change_ratio,
     parse_round_folder,
     round_folder_name,
-    rounds_apart,
     rounds_to_drop,
 )
 
@@ -118,7 +121,7 @@ def test_a_round_is_saved_with_the_one_it_continued_from_and_read_back(tmp_path)
     known = store.last_global()
     assert (known.phase, known.server_round, known.total_rounds) == ("pretrain", 3, 5)
     assert known.arrays["w"].tolist() == [3.0, 3.0]
-    assert sorted(p.name for p in store.folder.iterdir()) == ["round-0002", "round-0003"]
+    assert sorted(p.name for p in store.folder.iterdir()) == [LOCK_FILE, "round-0002", "round-0003"]
 
 
 @pytest.mark.parametrize(
@@ -168,7 +171,7 @@ def test_a_left_over_partial_folder_is_ignored_and_removed_by_the_next_save(tmp_
         assert store.rounds() == [1, 2] and store.load(3, _read) == (2, 2.0)
     assert not caplog.records  # nothing was torn: no warning
     store.save(("pretrain", 3, 5), _tensors(3), {"optimizer": {}}, {"w": np.zeros(2, np.float32)}, base=2)
-    assert sorted(p.name for p in store.folder.iterdir()) == ["round-0002", "round-0003"]
+    assert sorted(p.name for p in store.folder.iterdir()) == [LOCK_FILE, "round-0002", "round-0003"]
 
 
 def test_a_non_finite_tensor_is_never_written(tmp_path):

@@ -2,10 +2,10 @@
 
 Run as ``python -m tests.training.site_kill_child SITE_YAML RUN_KEY ROUND GLOBAL [--kill STEP] [--defer]``:
 ``GLOBAL`` is a safetensors file of the encoder to train from; ``--defer`` commits after the reply. ``--kill``
-arms a fault point of :mod:`endofed.training.site_state` (through ``$ENDOFED_TEST_KILL_AT``), or ``inside-checkpoint``: the tensor file
-of the round's state is in place, its JSON metadata not yet written. The process then dies by SIGKILL at that
-point; otherwise it prints one JSON line: the round its state continued from, the saved rounds, whether the
-reply is finite. Test-only.
+arms a fault point of :mod:`endofed.training.site_state` (through ``$ENDOFED_TEST_KILL_AT``), or
+``inside-checkpoint``: the tensor file of the round's state is in place, its JSON metadata not yet written. The
+process then dies by SIGKILL at that point; otherwise it prints one JSON line: the round its state continued
+from, the saved rounds, whether the reply is finite. Test-only.
 """
 
 from __future__ import annotations

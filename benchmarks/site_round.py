@@ -2,8 +2,8 @@
 
 Deployment starts a fresh ClientApp process for every message, so a site pays per round: the interpreter and the
 imports, then the handler (site config and data check against the cache, decoding the received encoder, model
-build, local state load, training, state save, encoding the reply). This benchmark plays the coordinator in this
-process (the real down-link, :class:`endofed.federated.downlink.DownLink`, one site, FedAvg of one = the site's
+build, local state load, training, encoding the reply), then the state save. This benchmark plays the coordinator in
+this process (the real down-link, :class:`endofed.federated.downlink.DownLink`, one site, FedAvg of one = the site's
 reply) and runs every round's real ClientApp handler (``client.app:app``, its mods included) in a fresh
 ``python`` process, so nothing is warm that would not be warm at a site. It prints per round:
 
@@ -11,11 +11,13 @@ reply) and runs every round's real ClientApp handler (``client.app:app``, its mo
               ``--baseline`` measures a process importing only torch and flwr, for endofed's own share)
   site        site config, data check against the cache, splits (the handler's ``t-site``)
   decode      the received encoder to float32 (a delta against the kept base) and its digest check
-  local       model build, state load, checks, state save, minus the training itself (``t-local`` - train)
+  local       model build, state load, checks (and the state save if not deferred), minus the training itself
   train       the training epochs (``train-seconds``; not overhead)
   encode      the reply in its codec
   audit       the mods around the handler (outgoing audit), i.e. handler call minus the handler's own timers
-  own         site + decode + local + encode + audit: endofed's work beyond training and start-up
+  own         site + decode + local + encode + audit: endofed's work beyond training and start-up, before the reply
+  after       the round's state commit, after the reply (a deployed site: ``endofed.training.commits``)
+  own+after   all of endofed's work in the round's process beyond training and start-up
 
 ``--profile`` also prints the top functions (cumulative) of the last round's handler, from cProfile.
 
@@ -47,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.federation_overhead import make_sites  # noqa: E402
 
 NODE_ID, RUN_ID = 7, 11
-COLUMNS = ("import", "site", "decode", "local", "train", "encode", "audit", "own")
+COLUMNS = ("import", "site", "decode", "local", "train", "encode", "audit", "own", "after", "own+after")
 
 
 def child(job: Path) -> None:
@@ -67,8 +69,8 @@ def child(job: Path) -> None:
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = RUN_ID, NODE_ID, 1
     content = RecordDict({"arrays": ArrayRecord(arrays), "config": ConfigRecord(spec["config"])})
     msg = Message(content=content, message_type=MessageType.TRAIN, dst_node_id=NODE_ID)
-    context = Context(run_id=RUN_ID, node_id=NODE_ID, node_config={"partition-id": 0, "num-partitions": 1},
-                      state=RecordDict(), run_config=spec["run_config"])  # fmt: skip
+    context = Context(run_id=RUN_ID, node_id=NODE_ID, node_config={"site-config": spec["site"]},
+                      state=RecordDict(), run_config=spec["run_config"])  # fmt: skip  # as a deployed node
     profile = cProfile.Profile() if spec["profile"] else None
     started = time.perf_counter()
     if profile is not None:
@@ -77,12 +79,18 @@ def child(job: Path) -> None:
     if profile is not None:
         profile.disable()
     handled = time.perf_counter() - started
+    from client.app import _SITES
+
+    for site in _SITES.values():  # deployed: the round's state is committed after the reply (Flower's exit waits)
+        site.wait_for_commits()
+    after = time.perf_counter() - started - handled
     if reply.has_error():
         raise SystemExit(f"round {spec['config']['server-round']}: {reply.error.code} {reply.error.reason}")
     metrics = dict(reply.content["metrics"])
     save_file({k: v.numpy() for k, v in reply.content["arrays"].items()}, str(job / "reply.safetensors"))
     loaded = "torch._dynamo" in sys.modules  # torch's compiler stack (endofed.eager avoids it)
-    (job / "timings.json").write_text(json.dumps({"import": imported, "handled": handled, "dynamo": loaded, **metrics}))
+    timings = {"import": imported, "handled": handled, "after": after, "dynamo": loaded, **metrics}
+    (job / "timings.json").write_text(json.dumps(timings))
     if profile is not None:
         profile.dump_stats(str(job / "handler.pstats"))
         stats = pstats.Stats(profile, stream=sys.stdout).sort_stats("cumulative")
@@ -99,6 +107,8 @@ def row(t: dict[str, float]) -> dict[str, float]:
         "audit": max(0.0, t["handled"] - timed),
     }  # fmt: skip
     values["own"] = sum(values[k] for k in ("site", "decode", "local", "encode", "audit"))
+    values["after"] = t["after"]
+    values["own+after"] = values["own"] + values["after"]
     values["dynamo"] = float(t["dynamo"])
     return values
 
@@ -161,7 +171,8 @@ def main() -> None:
             job.mkdir()
             save_file(pack(payload), str(job / "payload.safetensors"))
             profile = args.profile and server_round == args.rounds
-            (job / "job.json").write_text(json.dumps({"config": config, "run_config": run_config, "profile": profile}))
+            spec = {"config": config, "run_config": run_config, "profile": profile, "site": str(site_yaml)}
+            (job / "job.json").write_text(json.dumps(spec))
             subprocess.run([sys.executable, __file__, "--job", str(job)], check=True, cwd=ROOT,
                            env=os.environ | {"PYTHONPATH": str(ROOT)})  # fmt: skip
             timings = json.loads((job / "timings.json").read_text())
@@ -173,11 +184,11 @@ def main() -> None:
             if outgoing is not None:
                 link.confirm(NODE_ID)
         print(f"\n{Path(args.config).name}, transport {args.transport}, seconds per round (fresh process each):")
-        print("round " + " ".join(f"{c:>7s}" for c in COLUMNS) + "  torch._dynamo imported")
+        print("round " + " ".join(f"{c:>9s}" for c in COLUMNS) + "  torch._dynamo imported")
         for index, values in enumerate(rows, start=1):
-            print(f"{index:5d} " + " ".join(f"{values[c]:7.2f}" for c in COLUMNS) + f"  {bool(values['dynamo'])}")
+            print(f"{index:5d} " + " ".join(f"{values[c]:9.2f}" for c in COLUMNS) + f"  {bool(values['dynamo'])}")
         later = rows[1:] or rows
-        print("median" + " ".join(f"{statistics.median(r[c] for r in later):7.2f}" for c in COLUMNS) + "  (rounds 2..)")
+        print("median" + " ".join(f"{statistics.median(r[c] for r in later):9.2f}" for c in COLUMNS) + "  (rounds 2..)")
         if args.baseline:
             print(f"a process importing torch + flwr only: {baseline_import():.2f} s (interpreter start included)")
     finally:

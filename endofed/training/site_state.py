@@ -9,6 +9,7 @@
     round-0004/global.safetensors + global.json  the encoder the site received for round 4 (its last known global,
                                                  with its digest: the base of an int8 down-link delta)
     round-0003/...                               the state round 4 continued from: a repeated round 4 redoes it
+    commit.lock                                  held by a commit, shared by readers (endofed.training.commits)
 
 **Writing** (:meth:`RoundStore.save`) is atomic by one directory rename: both checkpoints go into
 ``.partial-round-0004-<pid>/``, which is renamed to ``round-0004`` once complete (an older ``round-0004``, a
@@ -19,10 +20,11 @@ round). Only the new round and the round it continued from are kept. A store who
 federated site's both) flushes nothing to disk: after a power cut, a round the page cache had not written back is
 missing, or fails its hash or digest when read and is passed over like a torn one, so the site continues from an
 older round (or its initial weights), never from spoiled bytes. An unhashed store flushes its state and folders.
+:meth:`RoundStore.save_later` does the same in a thread, after the caller's reply (a deployed site).
 
-**Reading** (:meth:`RoundStore.load`) takes the newest readable round before the one asked for; a round that
-cannot be read (cut short, empty, missing a file, non-finite) is skipped with one warning line naming it and the
-round used instead.
+**Reading** (:meth:`RoundStore.load`; every reader first waits for a commit under way) takes the newest
+readable round before the one asked for; a round that cannot be read (cut short, empty, missing a file,
+non-finite) is skipped with one warning line naming it and the round used instead.
 
 :func:`fault_point` marks each write step. It is a no-op unless the environment variable
 :data:`KILL_ENV` names that step: then the process SIGKILLs itself there. **Test-only**: the kill tests

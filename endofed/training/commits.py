@@ -49,6 +49,16 @@ def release(handle: int) -> None:
 
 
 @contextlib.contextmanager
+def locked(folder: Path, exclusive: bool) -> Iterator[None]:
+    """Hold ``folder``'s commit lock (:func:`acquire`) for the ``with`` block."""
+    handle = acquire(folder, exclusive)
+    try:
+        yield
+    finally:
+        release(handle)
+
+
+@contextlib.contextmanager
 def reading(folder: Path) -> Iterator[None]:
     """Hold ``folder``'s commit lock shared while reading it: a commit under way ends first.
 
@@ -58,11 +68,8 @@ def reading(folder: Path) -> Iterator[None]:
     if not folder.is_dir():
         yield
         return
-    handle = acquire(folder, exclusive=False)
-    try:
+    with locked(folder, exclusive=False):
         yield
-    finally:
-        release(handle)
 
 
 class PendingCommit:

@@ -50,7 +50,7 @@ from endofed.federated.arrays import StateLike, to_tensor
 from endofed.federated.downlink import state_digest
 from endofed.federated.rounds import site_state_to_resume
 from endofed.io.checkpoint import load_checkpoint, read_metadata, save_checkpoint
-from endofed.training.commits import PendingCommit, acquire, reading, release
+from endofed.training.commits import PendingCommit, locked, reading
 from endofed.training.received_checks import require_finite
 
 LOGGER = logging.getLogger(__name__)
@@ -255,11 +255,8 @@ class RoundStore:
             StateNotFinite: a tensor holds NaN or Inf (nothing is written).
         """
         commit = self._checked_commit(plan, tensors, metadata, received, base, digest)
-        handle = acquire(self.folder, exclusive=True)
-        try:
+        with locked(self.folder, exclusive=True):
             return commit()
-        finally:
-            release(handle)
 
     def save_later(
         self,

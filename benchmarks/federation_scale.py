@@ -10,8 +10,10 @@ after the first (round 1 includes Ray actor start and torch imports). A sampler 
 this run's SuperLink (the ``flower-superlink`` naming this run's database) and, among its descendants, the
 ``flwr-simulation`` process, which runs the ServerApp and the Ray driver (the actors are other processes). Its
 peak is the kernel's high-water mark ``VmHWM`` (exact); "private" is the sampled peak of ``RssAnon``, its own
-heap without the shared pages of Ray's object store. ``--rss-limit-gb`` kills the ServerApp process (by PID)
-above that RSS, so a sweep cannot exhaust a shared machine; that N is then reported as aborted.
+heap without the shared pages of Ray's object store; "shm" (``RssShmem``, those shared pages it touched) and
+"files" (``RssFile``, its mapped libraries) are the other two parts, sampled. ``--rss-limit-gb`` kills the
+ServerApp process (by PID) above that RSS, so a sweep cannot exhaust a shared machine; that N is then reported
+as aborted.
 
 Deployment (``--deployment 2 4 8``): K real ``endofed-client`` SuperNodes and ``endofed-server`` on 127.0.0.1
 with TLS and SuperNode authentication (``tests/deploy_kit.py``), tiny model: rounds completed, median round
@@ -67,6 +69,8 @@ class Result:
     aggregation_s: float = float("nan")
     server_peak: int = 0
     server_private_peak: int = 0  # RssAnon: the process's own heap (numpy arrays, Python objects); no shared pages
+    server_shmem_peak: int = 0  # RssShmem: the pages of shared memory (Ray's object store) the process has touched
+    server_file_peak: int = 0  # RssFile: mapped files (the libraries of torch, Ray, Flower)
     superlink_peak: int = 0
     wall_s: float = 0.0
     error: str = ""
@@ -78,7 +82,7 @@ class PeakSampler(threading.Thread):
     def __init__(self, database: Path, limit_bytes: int, interval_s: float = 0.2) -> None:
         super().__init__(daemon=True)
         self.database, self.limit, self.interval = str(database), limit_bytes, interval_s
-        self.peaks = {"server": 0, "superlink": 0, "private": 0}
+        self.peaks = {"server": 0, "superlink": 0, "private": 0, "shmem": 0, "file": 0}
         self.aborted = ""
         self._done = threading.Event()
 
@@ -102,7 +106,8 @@ class PeakSampler(threading.Thread):
                 rss = status_bytes(pid, "VmRSS")
                 self.peaks[role] = max(self.peaks[role], rss, status_bytes(pid, "VmHWM"))
                 if role == "server":  # Ray's object store is shared memory mapped into the driver: counted apart
-                    self.peaks["private"] = max(self.peaks["private"], status_bytes(pid, "RssAnon"))
+                    for part, field in (("private", "RssAnon"), ("shmem", "RssShmem"), ("file", "RssFile")):
+                        self.peaks[part] = max(self.peaks[part], status_bytes(pid, field))
                 if role == "server" and self.limit and rss > self.limit and not self.aborted:
                     self.aborted = f"ServerApp RSS {rss / 1e9:.1f} GB passed --rss-limit-gb; killed PID {pid}"
                     os.kill(pid, signal.SIGKILL)
@@ -206,7 +211,8 @@ def run_sim(variant: str, site_yamls: list[Path], app: Path, out: Path, rounds: 
         sampler.stop()
     result.wall_s = time.perf_counter() - started
     result.server_peak, result.superlink_peak = sampler.peaks["server"], sampler.peaks["superlink"]
-    result.server_private_peak = sampler.peaks["private"]
+    result.server_private_peak, result.server_shmem_peak = sampler.peaks["private"], sampler.peaks["shmem"]
+    result.server_file_peak = sampler.peaks["file"]
     return summarize(result, train_records(out / "rounds.jsonl"))
 
 
@@ -240,14 +246,15 @@ def run_deployment(root: Path, count: int, rounds: int) -> Result:
             stop(process)
     result.wall_s = time.perf_counter() - started
     result.server_peak, result.superlink_peak = sampler.peaks["server"], sampler.peaks["superlink"]
-    result.server_private_peak = sampler.peaks["private"]
+    result.server_private_peak, result.server_shmem_peak = sampler.peaks["private"], sampler.peaks["shmem"]
+    result.server_file_peak = sampler.peaks["file"]
     return summarize(result, train_records(root / "out" / "rounds.jsonl"))
 
 
 def table(results: list[Result]) -> str:
     """The results as a fixed-width table (growth in model sizes from the smallest N of the same variant)."""
     header = ("N", "variant", "model MB", "round s", "aggr s", "aggr s/site", "server RSS MB", "growth models",
-              "private MB", "growth models", "SuperLink MB", "rounds", "wall s")  # fmt: skip
+              "private MB", "growth models", "shm MB", "files MB", "SuperLink MB", "rounds", "wall s")  # fmt: skip
     lines = [" ".join(f"{h:>13s}" for h in header)]
     for r in results:
         base = min((b for b in results if b.variant == r.variant and b.server_peak), key=lambda b: b.sites, default=r)
@@ -257,6 +264,7 @@ def table(results: list[Result]) -> str:
         cells = (f"{r.sites:13d}", f"{r.variant:>13s}", f"{r.model_bytes / MB:13.1f}", f"{r.round_s:13.2f}",
                  f"{r.aggregation_s:13.3f}", f"{r.aggregation_s / r.sites:13.4f}", f"{r.server_peak / MB:13.0f}",
                  f"{growth:13.1f}", f"{r.server_private_peak / MB:13.0f}", f"{private:13.1f}",
+                 f"{r.server_shmem_peak / MB:13.0f}", f"{r.server_file_peak / MB:13.0f}",
                  f"{r.superlink_peak / MB:13.0f}", f"{r.rounds:13d}", f"{r.wall_s:13.0f}")  # fmt: skip
         lines.append(" ".join(cells) + (f"  ERROR: {r.error}" if r.error else ""))
     return "\n".join(lines)

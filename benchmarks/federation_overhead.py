@@ -122,12 +122,15 @@ def full_mae_fp32_bytes(config: str, overrides: list[str]) -> int:
 
 
 def report_bytes(ours: list[dict[str, Any]], mae_bytes: int) -> None:
-    """Bytes per round per site, as a share of the full MAE in fp32 (one way and both ways)."""
-    site = ours[0]["sites"][0]
-    down, up = site["bytes_down"], site["bytes_up"]
-    print(f"\nbytes per round per site: down {down / 1e6:.1f} MB ({down / mae_bytes:.1%} of the full MAE in fp32, "
-          f"{mae_bytes / 1e6:.1f} MB), up {up / 1e6:.1f} MB ({up / mae_bytes:.1%}); "
-          f"both ways {(down + up) / (2 * mae_bytes):.1%} of the full MAE sent both ways in fp32")  # fmt: skip
+    """Bytes per site, round 1 and the median of later rounds, as a share of the full MAE in fp32 (and both ways)."""
+    for label, rounds in (("round 1", ours[:1]), ("rounds 2.., median", ours[1:])):
+        sites = [s for r in rounds for s in r["sites"]]
+        if not sites:
+            continue
+        down, up = median([s["bytes_down"] for s in sites]), median([s["bytes_up"] for s in sites])
+        print(f"\nbytes per site, {label}: down {down / 1e6:.1f} MB ({down / mae_bytes:.1%} of the full MAE in fp32, "
+              f"{mae_bytes / 1e6:.1f} MB), up {up / 1e6:.1f} MB ({up / mae_bytes:.1%}); "
+              f"both ways {(down + up) / (2 * mae_bytes):.1%} of the full MAE sent both ways in fp32")  # fmt: skip
 
 
 def report_sites(ours: list[dict[str, Any]], mae_bytes: int) -> None:

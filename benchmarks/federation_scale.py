@@ -21,7 +21,8 @@ time, round time per added site, peak RSS of ``flwr-serverapp``.
 
 Usage: python benchmarks/federation_scale.py [--sites 3 10 30 100] [--rounds 3] [--variant tiny|echo-vits|both]
            [--out DIR] [--plot docs/federation-scale.png] [--before OLD/results.json] [--deployment 2 4 8]
-           [--in-flight W]
+           [--in-flight W] [--object-store-mb MB]
+The defaults are endofed-sim's: a send window of one more site than run at once, Ray's object store bounded.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ sys.path.insert(0, str(ROOT))  # the instrumented app and the deployment kit liv
 from benchmarks.federation_overhead import make_sites  # noqa: E402
 from benchmarks.proc_status import argv_of, children, descendants, is_program, status_bytes  # noqa: E402
 from endofed.launch.processes import LaunchError  # noqa: E402
-from endofed.launch.simulation import SimulationRequest, run_simulation  # noqa: E402
+from endofed.launch.simulation import DEFAULT_OBJECT_STORE_MB, SimulationRequest, run_simulation  # noqa: E402
 from tests.instrumented import build_instrumented_app  # noqa: E402
 
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -74,6 +75,7 @@ class Result:
     superlink_peak: int = 0
     wall_s: float = 0.0
     error: str = ""
+    settings: str = ""  # simulation: the send window (max_in_flight) and the object-store bound asked for
 
 
 class PeakSampler(threading.Thread):
@@ -194,13 +196,13 @@ def summarize(result: Result, records: list[dict[str, Any]]) -> Result:
 
 
 def run_sim(variant: str, site_yamls: list[Path], app: Path, out: Path, rounds: int, limit: int,
-            in_flight: int = 0) -> Result:  # fmt: skip
+            in_flight: int = 0, object_store_mb: int = DEFAULT_OBJECT_STORE_MB) -> Result:  # fmt: skip
     """One simulation run with the given sites; never raises for a failed run (the error goes into the result)."""
     shutil.rmtree(out, ignore_errors=True)
     request = SimulationRequest(app, site_yamls, TINY, overrides_for(variant, len(site_yamls), rounds, in_flight), out,
-                                log=out / "logs" / "flwr-run.log")  # fmt: skip
+                                log=out / "logs" / "flwr-run.log", object_store_mb=object_store_mb)  # fmt: skip
     sampler = PeakSampler(out / "superlink.db", limit)
-    result = Result(variant, len(site_yamls))
+    result = Result(variant, len(site_yamls), settings=f"max_in_flight={in_flight} object_store_mb={object_store_mb}")
     started = time.perf_counter()
     sampler.start()
     try:
@@ -336,7 +338,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=0,
         metavar="W",
-        help="simulation: at most W sites sent work at once (federation.max_in_flight; 0 = all)",
+        help="simulation: at most W sites sent work at once (federation.max_in_flight; 0 = endofed-sim's "
+        "default, one more than the sites Ray runs at once; W >= N: all at once)",
+    )
+    parser.add_argument(
+        "--object-store-mb",
+        type=int,
+        default=DEFAULT_OBJECT_STORE_MB,
+        metavar="MB",
+        help=f"bound on Ray's object store (default {DEFAULT_OBJECT_STORE_MB}; 0: Ray's own)",
     )
     parser.add_argument("--rss-limit-gb", type=float, default=10.0, help="kill the ServerApp above this RSS (0: off)")
     parser.add_argument("--keep", action="store_true", help="keep the run folders (default: only results.json)")
@@ -366,7 +376,18 @@ def main(argv: list[str] | None = None) -> int:
             for n in sorted(args.sites):
                 run_dir = args.out / f"{variant}-{n}"
                 limit = int(args.rss_limit_gb * 1e9)
-                results.append(run_sim(variant, yamls[:n], apps[variant], run_dir, args.rounds, limit, args.in_flight))
+                results.append(
+                    run_sim(
+                        variant,
+                        yamls[:n],
+                        apps[variant],
+                        run_dir,
+                        args.rounds,
+                        limit,
+                        args.in_flight,
+                        args.object_store_mb,
+                    )
+                )
                 print(table(results[-1:]).splitlines()[-1], flush=True)
                 save(results, args.out)
                 if not args.keep:

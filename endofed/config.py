@@ -268,8 +268,9 @@ class FederationConfig:
     # trimmed_mean and median hold every site's update at once (the others add them up as they arrive)
     max_buffered_mb: int = 8_000  # refuse a trimmed_mean / median round needing more server memory (0 = no bound)
     # Replies faster than the server folds them wait unpulled in Flower, up to one per site; a window holds at most
-    # this many, and starts the sites beyond it later (for simulation and very large federations).
-    max_in_flight: int = 0  # sites sent a round's work at once (0 = all)
+    # this many, and starts the sites beyond it later (for very large federations). 0 = every site at once in a
+    # deployment; in simulation one more than the sites the engine runs at once (server.stream.send_window).
+    max_in_flight: int = 0  # sites sent a round's work at once (0 = the default above)
     # Dropout: a round starts once min_sites are connected, or after node_wait_s with at least quorum connected;
     # a round changes the global weights only with at least quorum valid updates (0 = quorum is min_sites).
     quorum: int = 0  # valid site updates a round needs to count (0 = min_sites)
@@ -307,7 +308,7 @@ class FederationConfig:
         )
         _require(
             self.max_in_flight >= 0,
-            f"federation.max_in_flight must be >= 0 (0 = every site at once), got {self.max_in_flight!r}",
+            f"federation.max_in_flight must be >= 0 (0 = the default window), got {self.max_in_flight!r}",
         )
         _require(
             self.transport in TRANSPORTS, f"federation.transport must be one of {TRANSPORTS}, got {self.transport!r}"

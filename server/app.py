@@ -44,7 +44,7 @@ from endofed.federated.protocol import (
     global_encoder_file,
 )
 from endofed.federated.rounds import completed_rounds
-from endofed.federated.runconfig import OUTPUT_DIR, RESUME, SOURCE_DESCRIBE, experiment_config
+from endofed.federated.runconfig import OUTPUT_DIR, RESUME, SIM_PARALLEL, SOURCE_DESCRIBE, experiment_config
 from endofed.federated.weights import encoder_state
 from endofed.io.checkpoint import config_hash, save_checkpoint
 from endofed.io.jsonl import write_json
@@ -55,7 +55,7 @@ from endofed.seeds import derive_seed
 from server.lineage import CardWriter
 from server.privacy import PrivateRounds, make_private
 from server.strategies import RoundLogMixin, make_strategy
-from server.stream import StreamingGrid
+from server.stream import StreamingGrid, send_window
 
 Strategy = RoundLogMixin | PrivateRounds  # a phase's strategy, under central DP or not
 
@@ -140,13 +140,16 @@ def _checkpointer(out: Path, phase: str, cfg: ExperimentConfig, strategy: Strate
 
 
 def _phase(grid: Grid, strategy: Strategy, arrays: ArrayRecord, rounds: int, phase: str, cfg: ExperimentConfig,
-           out: Path, cards: CardWriter | None = None) -> ArrayRecord:  # fmt: skip
-    """Run the remaining rounds of one phase (after ``strategy.round_offset`` done); returns the global encoder."""
+           out: Path, cards: CardWriter | None = None, window: int = 0) -> ArrayRecord:  # fmt: skip
+    """Run the remaining rounds of one phase (after ``strategy.round_offset`` done); returns the global encoder.
+
+    ``window``: messages out at once (:func:`server.stream.send_window`; 0 = every site's at once).
+    """
     fed = cfg.federation
     train_config = ConfigRecord({PHASE: phase, TOTAL_ROUNDS: rounds, LOCAL_EPOCHS: fed.local_epochs})
     aggregated_before = strategy.aggregated_rounds  # type: ignore[attr-defined]
     result = strategy.start(  # type: ignore[attr-defined]
-        StreamingGrid(grid, window=fed.max_in_flight), arrays, num_rounds=rounds - strategy.round_offset,
+        StreamingGrid(grid, window=window), arrays, num_rounds=rounds - strategy.round_offset,
         timeout=fed.round_timeout_s,
         train_config=train_config, evaluate_config=ConfigRecord({LOCAL_EPOCHS: 0}),
         evaluate_fn=_checkpointer(out, phase, cfg, strategy, cards),
@@ -157,11 +160,11 @@ def _phase(grid: Grid, strategy: Strategy, arrays: ArrayRecord, rounds: int, pha
     return result.arrays if strategy.aggregated_rounds > aggregated_before else arrays  # type: ignore[attr-defined]
 
 
-def _local_finetune_evaluation(grid: Grid, strategy: Strategy, arrays: ArrayRecord, cfg: ExperimentConfig) -> None:
+def _local_finetune_evaluation(grid: Grid, strategy: Strategy, arrays: ArrayRecord, cfg: ExperimentConfig,
+                               window: int = 0) -> None:  # fmt: skip
     """One evaluation round in which each site fine-tunes the global encoder locally, then tests."""
     config = ConfigRecord({LOCAL_EPOCHS: cfg.finetune.epochs})
     messages = strategy.configure_evaluate(1, arrays, config, grid)  # type: ignore[attr-defined]
-    window = cfg.federation.max_in_flight
     replies = StreamingGrid(grid, window=window).send_and_receive(messages, timeout=cfg.federation.round_timeout_s)
     strategy.aggregate_evaluate(1, replies)
 
@@ -194,16 +197,18 @@ def main(grid: Grid, context: Context) -> None:
         LOGGER.info("resuming after %s round %d", saved.phase, saved.round)
     schedule = {PRETRAIN: fed.pretrain_rounds, FINETUNE: fed.finetune_rounds}
     downlink = DownLink()  # the int8 down-link's view, for both phases (used with transport delta_int8 only)
+    window = send_window(fed.max_in_flight, int(str(context.run_config.get(SIM_PARALLEL, 0))))
+    LOGGER.info("send window: %s", f"{window} sites at once" if window else "every site at once")
     for phase in PHASES:
         strategy = make_private(make_strategy(fed, phase, phase == FINETUNE, writer, downlink), fed, ledger)
         done = completed_rounds(PHASES, phase, schedule[phase], None if saved is None else (saved.phase, saved.round))
         if saved is not None and saved.phase == phase:
             strategy.restore_state(saved.strategy_arrays, saved.strategy_meta, done)
         if schedule[phase] > done:
-            arrays = _phase(grid, strategy, arrays, schedule[phase], phase, cfg, out, cards)
+            arrays = _phase(grid, strategy, arrays, schedule[phase], phase, cfg, out, cards, window)
     final = strategy  # the fine-tuning phase's
     if not fed.finetune_rounds:
-        _local_finetune_evaluation(grid, final, arrays, cfg)
+        _local_finetune_evaluation(grid, final, arrays, cfg, window)
         cards.local_evaluation(out, arrays, final)  # the final encoder's card gets the sites' test metrics
     summary = {
         "finetune": "federated" if fed.finetune_rounds else "local",
@@ -212,6 +217,7 @@ def main(grid: Grid, context: Context) -> None:
         "rounds": {"pretrain": fed.pretrain_rounds, "finetune": fed.finetune_rounds},
         "sites": {str(node): metrics for node, metrics in final.last_evaluation.items()},
         "seconds": time.perf_counter() - started,
+        "send_window": window,  # messages out at once (0 = every site's)
         "resumed_after": None if saved is None else {"phase": saved.phase, "round": saved.round},
     }
     write_json(out / SUMMARY_FILE, summary, strict=True)

@@ -29,6 +29,23 @@ PULL_BATCH = 4  # message ids per pull: bounds the replies held at once
 POLL_S = 0.2  # pause between sweeps that found nothing (Flower's own grid sleeps 3 s between pulls)
 
 
+def send_window(max_in_flight: int, parallel: int) -> int:
+    """Messages out at once: ``federation.max_in_flight`` when set, else one more than the sites that run at once.
+
+    ``parallel`` is how many sites the simulation engine runs at once (0 = unknown, e.g. a deployment, where
+    every site has its own machine and all of them start at once: window 0). One message beyond the running
+    sites keeps a slot busy while a reply is being folded; more would only wait, held by the engine.
+
+    >>> send_window(5, 2), send_window(0, 2), send_window(0, 0)
+    (5, 3, 0)
+    """
+    if max_in_flight < 0 or parallel < 0:
+        raise ValueError(f"max_in_flight and parallel must be >= 0, got {max_in_flight} and {parallel}")
+    if max_in_flight:
+        return max_in_flight
+    return parallel + 1 if parallel else 0
+
+
 class StreamingGrid:
     """A ``Grid`` whose ``send_and_receive`` yields replies one by one (see the module docstring)."""
 

@@ -75,7 +75,7 @@ def test_every_field_has_a_default_and_a_comment():
         ("pretrain:\n  epochs: ten\n", "pretrain.epochs must be an integer, got 'ten'"),
         ("data:\n  norm_clip: 1\n", "data.norm_clip must be true or false, got 1"),
         ("federation:\n  strategy: fedsgd\n", "federation.strategy must be one of"),
-        ("federation:\n  max_in_flight: -1\n", "max_in_flight must be >= 0 (0 = every site at once), got -1"),
+        ("federation:\n  max_in_flight: -1\n", "max_in_flight must be >= 0 (0 = the default window), got -1"),
         ("data:\n  roi_size: [100, 64, 16]\n", "must be divisible by model.patch_size"),
         ("- 1\n- 2\n", "must hold a mapping"),
         ("data: [1\n", "malformed YAML"),

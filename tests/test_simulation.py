@@ -11,6 +11,8 @@ import pytest
 from endofed.cli.main import main as endofed_main
 from endofed.cli.sim import main as sim_main
 from endofed.io.checkpoint import load_checkpoint
+from endofed.launch.simulation import simulation_parallel
+from endofed.site_config import usable_cores
 from tests.helpers import OVERRIDES
 
 pytestmark = pytest.mark.integration
@@ -60,6 +62,8 @@ def test_three_site_simulation_completes(tmp_path, capsys):
     assert all(name in out for name in ("one", "two", "three"))
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert len(summary["sites"]) == 3 and summary["finetune"] == "federated"
+    # no max_in_flight: one message beyond the sites Ray runs at once (1 CPU each)
+    assert summary["send_window"] == simulation_parallel(3, 1.0, usable_cores()) + 1
     rounds = [json.loads(line) for line in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
     train = [r for r in rounds if r["event"] == "train"]
     assert [(r["phase"], r["round"]) for r in train] == [("pretrain", 1), ("pretrain", 2), ("finetune", 1)]

@@ -37,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--app", type=Path, help="the Flower app folder (default: found from the current folder)")
     parser.add_argument("--cpus-per-site", type=float, default=1.0, help="CPU share of each simulated site")
     parser.add_argument("--gpus-per-site", type=float, default=0.0, help="GPU share of each simulated site (e.g. 1.0)")
+    parser.add_argument(
+        "--object-store-mb",
+        type=int,
+        default=None,
+        metavar="MB",
+        help="bound on Ray's shared-memory object store, which holds the messages in flight (default 2048; "
+        "0 = Ray's default, 30%% of RAM); beyond it Ray spills to disk: slower, server memory stays flat",
+    )
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar and no Flower output on the console (it still goes to "
                         "OUT/logs/flwr-run.log); for logs and scheduled jobs")  # fmt: skip
@@ -71,7 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         from endofed.config import load_config, load_site_config
         from endofed.data.check import refuse_writes_into_sites
         from endofed.federated.protocol import RUN_LOG
-        from endofed.launch.simulation import SimulationRequest, find_app_dir, find_site_yamls, run_simulation
+        from endofed.launch.simulation import (
+            DEFAULT_OBJECT_STORE_MB,
+            SimulationRequest,
+            find_app_dir,
+            find_site_yamls,
+            run_simulation,
+        )
 
         overrides = [*args.overrides, *round_overrides(args.rounds, args.finetune_rounds)]
         app_dir = (args.app or find_app_dir(Path.cwd())).resolve()
@@ -83,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             request = SimulationRequest(
                 app_dir, site_yamls, config, overrides, args.out, args.cpus_per_site, args.gpus_per_site,
                 log=args.out.resolve() / "logs" / RUN_LOG if args.quiet else None, on_round=on_round,
+                object_store_mb=DEFAULT_OBJECT_STORE_MB if args.object_store_mb is None else args.object_store_mb,
             )  # fmt: skip
             summary = run_simulation(request)
         _print_summary(summary)

@@ -38,8 +38,9 @@ from endofed.io.checkpoint import config_hash, load_checkpoint, module_state, sa
 from endofed.launch.simulation import SimulationRequest, run_simulation
 from endofed.models.classifier import Classifier3D
 from endofed.seeds import derive_seed
+from endofed.site_config import usable_cores
 from endofed.training.cohort import SiteCohort
-from endofed.training.device import resolve_device, sole_job_threads, usable_cores
+from endofed.training.device import resolve_device, sole_job_threads
 from endofed.training.engine import Stage, model_seed, new_classifier, new_mae, predict_cases, run_stage
 from endofed.training.federated_site import FederatedSite
 from endofed.training.site_pretrain import PREVIEW_FILE, write_pretrain_preview

@@ -21,6 +21,7 @@ OUTPUT_DIR = "output-dir"  # server: where checkpoints and the round log go ('' 
 RUN_KEY = "run-key"  # names the sites' local state folder (federation/<key>); '' = run-<Flower run id>
 RESUME = "resume"  # server: continue the run saved in output-dir (its server_state.safetensors)
 SOURCE_DESCRIBE = "source-describe"  # the launcher's git describe of its checkout, for model cards ('' = unknown)
+SIM_PARALLEL = "simulation-parallel"  # simulation: sites the engine runs at once (its CPU slots); 0 = unknown
 NODE_SITE_CONFIG = "site-config"  # deployment: the SuperNode's --node-config key naming its site YAML
 
 

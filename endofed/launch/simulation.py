@@ -8,7 +8,8 @@ the SuperLink is always ended by PID, also on Ctrl-C or error.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from endofed.federated.runconfig import (
     CONFIG_PATH,
     OUTPUT_DIR,
     RUN_KEY,
+    SIM_PARALLEL,
     SITE_CONFIGS,
     SOURCE_DESCRIBE,
 )
@@ -37,8 +39,14 @@ from endofed.launch.flwr import (
 from endofed.launch.processes import Child, LaunchError, flower_env, free_port, sigterm_as_interrupt, wait_for_port
 from endofed.launch.stream import RoundCallback
 from endofed.lineage.source import git_describe
+from endofed.site_config import usable_cores
 
 CONNECTION = "endofed-sim"
+# Ray's shared-memory object store holds every message in flight, and the ServerApp's process maps what it
+# touches (its RSS grows with it); Ray's own default is 30% of RAM. 2 GiB holds 3 sites' ViT-B fp32 weights both
+# ways (347 MB each); beyond it Ray spills objects to disk (slower, not lost). docs/federation-at-scale.md
+DEFAULT_OBJECT_STORE_MB = 2048
+OBJECT_STORE_ENV = "RAY_DEFAULT_OBJECT_STORE_MAX_MEMORY_BYTES"  # flwr 1.42 passes no object-store size to ray.init
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,8 @@ class SimulationRequest:
         run_key: names the sites' local state folder (``federation/<run_key>``); '' = ``run-<Flower run id>``.
         log: where ``flwr run``'s streamed output goes ('None': this process's stdout).
         on_round: called at the start of each federated round with ``(round, rounds)`` (a progress bar).
+        object_store_mb: bound on Ray's object store in MB (0 = Ray's default; an ``OBJECT_STORE_ENV`` set by the
+            user wins).
     """
 
     app_dir: Path
@@ -68,6 +78,35 @@ class SimulationRequest:
     run_key: str = ""
     log: Path | None = None
     on_round: RoundCallback | None = None
+    object_store_mb: int = DEFAULT_OBJECT_STORE_MB
+
+
+def simulation_parallel(sites: int, cpus_per_site: float, cores: int) -> int:
+    """How many simulated sites Ray runs at once: ``cores // cpus_per_site`` slots, at most ``sites``, at least 1.
+
+    >>> simulation_parallel(100, 1.0, 2), simulation_parallel(3, 0.5, 16), simulation_parallel(10, 4.0, 2)
+    (2, 3, 1)
+    """
+    if cpus_per_site <= 0:
+        return max(1, sites)
+    return max(1, min(sites, math.floor(cores / cpus_per_site)))
+
+
+def object_store_env(object_store_mb: int) -> dict[str, str]:
+    """The environment that bounds Ray's object store to ``object_store_mb`` MB (none for 0: Ray's default)."""
+    if object_store_mb < 0:
+        raise ConfigError(f"the object store bound must be >= 0 MB (0 = Ray's default), got {object_store_mb}")
+    return {OBJECT_STORE_ENV: str(object_store_mb * 1_000_000)} if object_store_mb else {}
+
+
+def engine_env(env: Mapping[str, str], cpus_per_site: float, object_store_mb: int) -> dict[str, str]:
+    """``env`` plus the engine's defaults for what it does not set (a user's own setting wins).
+
+    Each site's torch threads = its CPU share; Ray's object-store bound (``flwr-simulation``, the process of the
+    ServerApp and of Ray's driver, inherits it from the SuperLink).
+    """
+    defaults = {THREADS_ENV: str(max(1, int(cpus_per_site))), **object_store_env(object_store_mb)}
+    return {**defaults, **env}
 
 
 def find_site_yamls(items: Sequence[Path]) -> list[Path]:
@@ -116,6 +155,7 @@ def validate_request(request: SimulationRequest) -> None:
     for path in request.site_yamls:
         load_site_config(path)
     check_privacy_plan(cfg.federation)
+    object_store_env(request.object_store_mb)
     if len(request.site_yamls) < cfg.federation.min_sites:
         raise ConfigError(
             f"federation.min_sites is {cfg.federation.min_sites} but {len(request.site_yamls)} site YAMLs were given"
@@ -131,8 +171,8 @@ def run_simulation(request: SimulationRequest) -> dict[str, Any]:
     validate_request(request)
     out = request.out_dir.resolve()
     flwr_home = out / "flwr-home"
-    env = env_path_with_venv(flower_env(flwr_home))
-    env.setdefault(THREADS_ENV, str(max(1, int(request.cpus_per_site))))  # each site's torch threads = its CPU share
+    env = engine_env(env_path_with_venv(flower_env(flwr_home)), request.cpus_per_site, request.object_store_mb)
+    parallel = simulation_parallel(len(request.site_yamls), request.cpus_per_site, usable_cores())
     port = free_port()
     write_connection(flwr_home, CONNECTION, f"127.0.0.1:{port}")
     command = [
@@ -151,13 +191,14 @@ def run_simulation(request: SimulationRequest) -> dict[str, Any]:
         superlink = Child("SuperLink", command, out / "logs" / "superlink.log", env)
         try:
             wait_for_port(superlink, port)
-            run_config = {
+            run_config: dict[str, str | int | float] = {
                 CONFIG_PATH: str(request.config_path.resolve()),
                 CONFIG_OVERRIDES: ";".join(request.overrides),
                 SITE_CONFIGS: ":".join(str(p) for p in request.site_yamls),
                 OUTPUT_DIR: str(out),
                 RUN_KEY: request.run_key,
                 SOURCE_DESCRIBE: git_describe(request.app_dir) or "",
+                SIM_PARALLEL: parallel,  # the server's default send window (server.stream.send_window)
             }
             federation = {
                 "num-supernodes": len(request.site_yamls),

@@ -16,13 +16,7 @@ import torch
 
 from endofed.config import THREADS_ENV
 from endofed.errors import ConfigError
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity where the OS tells it, else ``os.cpu_count()``)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+from endofed.site_config import usable_cores
 
 
 def cpu_threads(requested: int, cores: int, env: Mapping[str, str]) -> int:

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Every figure of docs/federation-at-scale.md's "Fifth pass" (the issue "Federation at scale"), one after another.
-# Run it on a quiet machine (about 80 minutes on 2 cores): bash benchmarks/issue13_record.sh [OUT]
+# Run it on a quiet machine (about 90 minutes on 2 cores): bash benchmarks/issue13_record.sh [OUT]
 # OUT (default /tmp/endofed-record) gets one log per step, steps.log with the times, and the scale sweeps' results.
 # The "before" figures come from git worktrees of 3a53a4e (the state before the issue) and 1585c4a (the first
 # pass, with the site_round.py of 8f63e61, which 3a53a4e lacks), run with this checkout's .venv.
@@ -39,6 +39,12 @@ step scale-w3 "$PY" benchmarks/federation_scale.py --sites 3 10 30 100 --rounds 
   --deployment 2 4 8 --out "$OUT/scale-w3"
 step scale-w0 "$PY" benchmarks/federation_scale.py --sites 3 10 30 100 --rounds 3 --variant echo-vits \
   --out "$OUT/scale-w0"
+step scale-cap400 "$PY" benchmarks/federation_scale.py --sites 3 10 30 100 --rounds 3 --variant echo-vits \
+  --object-store-mb 400 --out "$OUT/scale-cap400"
+for run in scale-w0 scale-cap400; do
+  step "plot-$run" "$PY" benchmarks/federation_scale.py --replot "$OUT/$run/results.json" \
+    --before "$ROOT/docs/federation-scale-before.json" --plot "$OUT/$run.png"
+done
 
 cd "$BEFORE_SITE" || exit 1
 step before-site-tiny env PYTHONPATH="$BEFORE_SITE" "$PY" benchmarks/site_round.py --config configs/tiny.yaml --rounds 5

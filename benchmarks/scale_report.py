@@ -65,13 +65,13 @@ def deployment_slope(results: list[Result]) -> str:
 
 
 def plot(results: list[Result], path: Path, before: list[Result] | None = None) -> None:
-    """Peak ServerApp RSS and median aggregation time vs N, one line per variant (dashed: ``before``), log x."""
+    """Peak ServerApp RSS, median round and aggregation time vs N, one line per variant (dashed: ``before``), log x."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (rss_ax, agg_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (rss_ax, round_ax, agg_ax) = plt.subplots(1, 3, figsize=(15, 4.2))
     before = [r for r in before or [] if r.variant in VARIANTS]
     for style, runs_of, tag in (("o-", results, ""), ("s--", before, " before")):
         for variant in sorted({r.variant for r in runs_of}):
@@ -80,13 +80,14 @@ def plot(results: list[Result], path: Path, before: list[Result] | None = None) 
             label = f"{variant}{tag} ({max(r.model_bytes for r in runs) / MB:.1f} MB model)" if runs else ""
             color = f"C{VARIANTS.index(variant)}"  # one colour per variant, before and after
             rss_ax.plot([r.sites for r in done], [r.server_peak / MB for r in done], style, color=color, label=label)
-            agg_ax.plot([r.sites for r in done], [r.aggregation_s for r in done], style, color=color,
-                        label=variant + tag)  # fmt: skip
+            for ax, seconds in ((round_ax, [r.round_s for r in done]), (agg_ax, [r.aggregation_s for r in done])):
+                ax.plot([r.sites for r in done], seconds, style, color=color, label=variant + tag)
             if killed:  # the RSS at which --rss-limit-gb ended the run: a lower bound of its peak
                 rss_ax.plot([r.sites for r in killed], [r.server_peak / MB for r in killed], "rx", ms=10)
     rss_ax.set(xscale="log", xlabel="sites N", ylabel="peak ServerApp RSS (MB)", title="Peak RSS (x: killed at limit)")
+    round_ax.set(xscale="log", yscale="log", xlabel="sites N", ylabel="median round (s)", title="Round time")
     agg_ax.set(xscale="log", yscale="log", xlabel="sites N", ylabel="median aggregation (s)", title="Aggregation time")
-    for ax in (rss_ax, agg_ax):
+    for ax in (rss_ax, round_ax, agg_ax):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Every figure of docs/federation-at-scale.md's "Fifth pass" (the issue "Federation at scale"), one after another.
+# Every figure of docs/federation-at-scale.md's "Seventh pass" (the issue "Federation at scale"), one after another.
 # Run it on a quiet machine (about 90 minutes on 2 cores): bash benchmarks/issue13_record.sh [OUT]
 # OUT (default /tmp/endofed-record) gets one log per step, steps.log with the times, and the scale sweeps' results.
 # The "before" figures come from git worktrees of 3a53a4e (the state before the issue) and 1585c4a (the first
@@ -41,7 +41,7 @@ step scale-w0 "$PY" benchmarks/federation_scale.py --sites 3 10 30 100 --rounds 
   --out "$OUT/scale-w0"
 step scale-cap400 "$PY" benchmarks/federation_scale.py --sites 3 10 30 100 --rounds 3 --variant echo-vits \
   --object-store-mb 400 --out "$OUT/scale-cap400"
-for run in scale-w0 scale-cap400; do
+for run in scale-w3 scale-cap400; do  # docs/federation-scale.png and docs/federation-scale-cap400.png
   step "plot-$run" "$PY" benchmarks/federation_scale.py --replot "$OUT/$run/results.json" \
     --before "$ROOT/docs/federation-scale-before.json" --plot "$OUT/$run.png"
 done
